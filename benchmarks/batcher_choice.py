@@ -25,8 +25,9 @@ from reference_server.servable import Servable, SessionOptions
 
 CLIENTS = 32
 SECONDS = 5.0
-PARAMS = BatchingParameters(max_batch_size=32, batch_timeout_micros=1000,
-                            max_enqueued_batches=1000, num_batch_threads=2)
+PARAMS = BatchingParameters(
+    max_batch_size=32, batch_timeout_micros=1000, max_enqueued_batches=1000, num_batch_threads=2
+)
 
 
 def python_scheduler(servable: Servable) -> tuple[float, float]:
@@ -60,11 +61,14 @@ def tf_batch_function(base: Path) -> tuple[float, float]:
     @tf.function(input_signature=[tf.TensorSpec([None, 16], tf.float32)])
     def batched(x):
         @tf.nondifferentiable_batch_function(
-            num_batch_threads=PARAMS.num_batch_threads, max_batch_size=PARAMS.max_batch_size,
+            num_batch_threads=PARAMS.num_batch_threads,
+            max_batch_size=PARAMS.max_batch_size,
             batch_timeout_micros=PARAMS.batch_timeout_micros,
-            max_enqueued_batches=PARAMS.max_enqueued_batches)
+            max_enqueued_batches=PARAMS.max_enqueued_batches,
+        )
         def run(rows):
             return model(x=rows)["y"]
+
         return run(x)
 
     latencies: list[float] = []

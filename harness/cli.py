@@ -18,8 +18,9 @@ def _make_model(args: argparse.Namespace) -> int:
 
     options = dict(_parse_option(text) for text in args.option)
     try:
-        path = model_zoo.build_model(args.name, Path(args.dir), version=args.version,
-                                     seed=args.seed, **options)
+        path = model_zoo.build_model(
+            args.name, Path(args.dir), version=args.version, seed=args.seed, **options
+        )
     except ValueError as exc:
         raise UserError(str(exc)) from None
     print(path)
@@ -56,8 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     make_model.add_argument("dir", help="model base path; the model is written to DIR/VERSION/")
     make_model.add_argument("--version", type=int, default=1)
     make_model.add_argument("--seed", type=int, default=0)
-    make_model.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                            help="model option, e.g. fixed_ms=2 for synthetic (repeatable)")
+    make_model.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model option, e.g. fixed_ms=2 for synthetic (repeatable)",
+    )
     make_model.set_defaults(run=_make_model)
 
     demo = commands.add_parser("demo", help="build a model, serve it, query it over gRPC and REST")

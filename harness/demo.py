@@ -50,8 +50,10 @@ def run_demo(out: Path) -> None:
     with start_server(flags) as server:
         rows = np.random.default_rng(0).random((2, 16), dtype=np.float32)
         version, outputs = predict_grpc(server.grpc_target, DEMO_MODEL, {"x": rows})
-        print(f"gRPC Predict {server.grpc_target}: version {version}, "
-              + ", ".join(f"{k} {v.shape} {v.ravel()[:4]}" for k, v in outputs.items()))
+        print(
+            f"gRPC Predict {server.grpc_target}: version {version}, "
+            + ", ".join(f"{k} {v.shape} {v.ravel()[:4]}" for k, v in outputs.items())
+        )
         answer = predict_rest(server.rest_url, DEMO_MODEL, {"instances": rows.tolist()})
         print(f"REST predict {server.rest_url}: {answer}")
     print("sweep: not yet — the sweep, its HTML report and recommendations come next.")

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 from typing import cast
 
+import grpc
 import numpy as np
 
 from reference_server.batch_tensors import (
@@ -27,6 +29,7 @@ from reference_server.batch_tensors import (
 from reference_server.batching import (
     Batch,
     BatchPolicy,
+    BatchRecord,
     BatchStats,
     Piece,
     QueueLimits,
@@ -34,10 +37,13 @@ from reference_server.batching import (
     padded_batch_size,
 )
 from reference_server.batching_params import BatchingParameters
-from reference_server.errors import unavailable
+from reference_server.errors import ServingError, unavailable
+
+log = logging.getLogger(__name__)
 
 Tensors = dict[str, np.ndarray]
 RunFn = Callable[[Tensors], Tensors]
+BatchHook = Callable[[BatchRecord], None]
 Outcome = tuple[Tensors, BatchStats] | BaseException
 
 _CLOSED = "The batch scheduler is shut down"
@@ -50,9 +56,10 @@ class _Ticket:
     hence the lock (created only for split tasks).
     """
 
-    __slots__ = ("future", "inputs", "lock", "loop", "outcomes", "remaining", "rows", "run")
+    __slots__ = ("future", "inputs", "key", "lock", "loop", "outcomes", "remaining", "rows", "run")
 
-    def __init__(self, inputs: Tensors, run: RunFn, rows: int) -> None:
+    def __init__(self, key: Hashable, inputs: Tensors, run: RunFn, rows: int) -> None:
+        self.key = key
         self.inputs = inputs
         self.run = run
         self.rows = rows
@@ -126,10 +133,15 @@ class BatchScheduler:
         *,
         clock: Callable[[], float] = time.monotonic,
         name: str = "",
+        on_batch: BatchHook | None = None,
     ) -> None:
+        """``on_batch``, when given, is called once per executed batch (in its worker thread,
+        after the batch ran or failed); an exception it raises is logged and ignored."""
         params.validate()
         self._params = params
         self._clock = clock
+        self._on_batch = on_batch
+        self._rejected_full = 0
         self._policy = BatchPolicy(QueueLimits.from_params(params), clock)
         self._cond = threading.Condition()
         self._closed = False
@@ -151,15 +163,29 @@ class BatchScheduler:
         for oversize/queue-full/mismatch; an exception raised by ``run`` goes to every task of
         that batch.
         """
-        ticket = _Ticket(inputs, run, task_rows(inputs))
+        ticket = _Ticket(key, inputs, run, task_rows(inputs))
         with self._cond:
             if self._closed:
                 raise unavailable(_CLOSED)
-            parts, wake = self._policy.schedule(key, ticket, ticket.rows)
+            parts, wake = self._schedule(key, ticket)
             ticket.expect_parts(parts)
             if wake:
                 self._cond.notify()
         return await ticket.future
+
+    def _schedule(self, key: Hashable, ticket: _Ticket) -> tuple[int, bool]:
+        """The policy's schedule (under the lock), counting queue-full rejections."""
+        try:
+            return self._policy.schedule(key, ticket, ticket.rows)
+        except ServingError as exc:
+            if exc.code == grpc.StatusCode.UNAVAILABLE:  # the policy's only UNAVAILABLE: queue full
+                self._rejected_full += 1
+            raise
+
+    def rejected_full(self) -> int:
+        """Tasks refused so far because their queue was full (UNAVAILABLE)."""
+        with self._cond:
+            return self._rejected_full
 
     def queue_depth(self) -> int:
         """Tasks waiting to run, all queues (split parts count separately, as in TF)."""
@@ -183,6 +209,15 @@ class BatchScheduler:
         while (batch := self._next_batch()) is not None:
             self._deliver(self._execute(batch))
 
+    def _report(self, key: Hashable, batch: Batch, size: int, compute: float) -> None:
+        if self._on_batch is None:
+            return
+        record = BatchRecord(key, size, size - batch.size, len(batch.pieces), compute)
+        try:
+            self._on_batch(record)
+        except Exception:  # an observer's bug must not fail the batch's callers
+            log.exception("on_batch hook failed")
+
     def _next_batch(self) -> Batch | None:
         with self._cond:
             while not self._closed:
@@ -199,6 +234,7 @@ class BatchScheduler:
         started = self._clock()
         pieces = batch.pieces
         size = padded_batch_size(self._params.allowed_batch_sizes, batch.size)
+        compute = 0.0
         try:
             merged = merge_inputs(
                 [_ticket(p).piece_inputs(p) for p in pieces],
@@ -211,7 +247,9 @@ class BatchScheduler:
             compute = self._clock() - run_start
             per_task = split_outputs(outputs, [p.rows for p in pieces], size)
         except Exception as exc:  # the whole batch fails together, as in TF
+            self._report(_ticket(pieces[0]).key, batch, size, compute)
             return [(p, exc) for p in pieces]
+        self._report(_ticket(pieces[0]).key, batch, size, compute)
         padding = size - batch.size
         return [
             (p, (out, BatchStats(size, padding, p.rows, started - p.enqueued_at, compute)))

@@ -53,6 +53,21 @@ class BatchStats:
         )
 
 
+@dataclass(frozen=True)
+class BatchRecord:
+    """One executed batch, reported once per batch (per-batch metrics come from this).
+
+    ``batch_size`` counts the rows executed, padding included; ``compute_seconds`` is the
+    duration of the ``run`` call (0 when the batch failed before it ran).
+    """
+
+    key: Hashable
+    batch_size: int
+    padding_rows: int
+    task_count: int
+    compute_seconds: float
+
+
 def padded_batch_size(allowed_batch_sizes: Sequence[int], size: int) -> int:
     """The smallest allowed size >= ``size`` (TF's RoundToLowestAllowedBatchSize).
 

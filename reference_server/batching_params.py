@@ -34,19 +34,29 @@ class BatchingParameters:
     def validate(self) -> None:
         """Raise ValueError with TF's wording where the combination is invalid."""
         checks = (
-            (self.max_batch_size > 0,
-             f"max_batch_size must be positive; was {self.max_batch_size}"),
-            (self.num_batch_threads > 0,
-             f"num_batch_threads must be positive; was {self.num_batch_threads}"),
+            (
+                self.max_batch_size > 0,
+                f"max_batch_size must be positive; was {self.max_batch_size}",
+            ),
+            (
+                self.num_batch_threads > 0,
+                f"num_batch_threads must be positive; was {self.num_batch_threads}",
+            ),
             # TF silently treats 0 as 1 without splitting, so only negatives are refused.
-            (self.max_enqueued_batches >= 0,
-             f"max_enqueued_batches must be positive; was {self.max_enqueued_batches}"),
-            (self.batch_timeout_micros >= 0,
-             f"batch_timeout_micros must be non-negative; was {self.batch_timeout_micros}"),
-            (not self.enable_large_batch_splitting
-             or self.max_batch_size >= self.execution_batch_size,
-             "When enable_large_batch_splitting is true, input_batch_size_limit must be greater "
-             "than or equal to max_execution_batch_size."),
+            (
+                self.max_enqueued_batches >= 0,
+                f"max_enqueued_batches must be positive; was {self.max_enqueued_batches}",
+            ),
+            (
+                self.batch_timeout_micros >= 0,
+                f"batch_timeout_micros must be non-negative; was {self.batch_timeout_micros}",
+            ),
+            (
+                not self.enable_large_batch_splitting
+                or self.max_batch_size >= self.execution_batch_size,
+                "When enable_large_batch_splitting is true, input_batch_size_limit must be greater "
+                "than or equal to max_execution_batch_size.",
+            ),
         )
         for ok, message in checks:
             if not ok:

@@ -8,9 +8,11 @@ like TF Serving's ``ToGRPCStatus``.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -21,6 +23,7 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -34,6 +37,7 @@ from reference_server.inference import (
     ModelSpec,
     PredictResult,
 )
+from reference_server.metrics import notify_failure
 from reference_server.model_registry import VersionRecord
 from reference_server.servable import Signature
 from reference_server.tensor_codec import (
@@ -214,10 +218,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def Predict(
         self, request: predict_pb2.PredictRequest, context
     ) -> predict_pb2.PredictResponse:
-        spec = request_model_spec(request)
-        # Resolve before parsing tensors: TF Serving reports a bad model/signature first.
-        _, signature = self._core.resolve(spec)
-        inputs = decode_inputs(signature, request.inputs)
+        started = time.perf_counter()
+        try:
+            spec = request_model_spec(request)
+            # Resolve before parsing tensors: TF Serving reports a bad model/signature first.
+            _, signature = self._core.resolve(spec)
+            inputs = decode_inputs(signature, request.inputs)
+        except ServingError as exc:  # never reached the core: count it here, as TF Serving does
+            notify_failure(self._core.observers, request.model_spec.name, "Predict", exc, started)
+            raise
         result = await self._core.predict(spec, inputs, tuple(request.output_filter))
         context.set_trailing_metadata(result.stats.as_metadata())
         return predict_response(result)
@@ -257,8 +266,17 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     async def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context):
         return model_status_response(self._core.status(request_model_spec(request)))
 
-    async def HandleReloadConfigRequest(self, request, context: grpc.aio.ServicerContext):
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "HandleReloadConfigRequest is not supported by this server yet",
-        )
+    @rpc
+    async def HandleReloadConfigRequest(
+        self, request: model_management_pb2.ReloadConfigRequest, context
+    ) -> model_management_pb2.ReloadConfigResponse:
+        """Apply a new ModelServerConfig; loading runs in a thread, off the serving loop.
+
+        TF Serving (model_service_impl.cc) writes the outcome into the response's status and
+        also returns it as the RPC status; gRPC drops the body of a failed call, so a client
+        sees an error as the RPC error (our ``rpc`` wrapper) and success as status OK.
+        """
+        await asyncio.to_thread(self._core.registry.apply_config, request.config)
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.SetInParent()  # OK, "" — present, as TF Serving's ToStatusProto
+        return response

@@ -248,10 +248,12 @@ class _Observation:
     async def __aexit__(self, exc_type, exc, tb) -> None:
         if not self._observers:
             return
-        code = "OK" if exc is None else (exc.code_name if isinstance(exc, ServingError) else
-                                         "UNKNOWN")
-        record = RequestRecord(self._model_name, self._api, code,
-                               time.perf_counter() - self._started, self.stats)
+        code = (
+            "OK" if exc is None else (exc.code_name if isinstance(exc, ServingError) else "UNKNOWN")
+        )
+        record = RequestRecord(
+            self._model_name, self._api, code, time.perf_counter() - self._started, self.stats
+        )
         for observer in self._observers:
             observer(record)
 
@@ -350,8 +352,7 @@ def classification_aliases(signature: Signature) -> tuple[str, str | None, str |
     scores = "scores" if "scores" in signature.outputs else None
     if classes is None and scores is None:
         raise invalid_argument(
-            "Expected classification signature outputs to contain at least one of classes "
-            "or scores"
+            "Expected classification signature outputs to contain at least one of classes or scores"
         )
     return next(iter(signature.inputs)), classes, scores
 
@@ -407,8 +408,9 @@ def check_multi_inference_tasks(request: inference_pb2.MultiInferenceRequest) ->
         raise invalid_argument("MultiInferenceRequest must contain at least one task.")
     names = {t.model_spec.name for t in request.tasks}
     if len(names) > 1:
-        raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must access the same "
-                               "model name.")
+        raise invalid_argument(
+            "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+        )
     seen: set[str] = set()
     for task in request.tasks:
         if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):

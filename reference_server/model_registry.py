@@ -6,7 +6,6 @@ same states, labels and NOT_FOUND messages. Loading happens here; serving happen
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -16,21 +15,17 @@ from pathlib import Path
 import grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from reference_server.errors import ServingError, code_from_canonical, invalid_argument, not_found
+from reference_server.errors import (
+    ServingError,
+    code_from_canonical,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+)
 from reference_server.servable import Servable, SessionOptions
+from reference_server.version_lifecycle import VersionState, plan_versions
 
 log = logging.getLogger(__name__)
-
-
-class VersionState(enum.IntEnum):
-    """ModelVersionStatus.State values (get_model_status.proto)."""
-
-    UNKNOWN = 0
-    START = 10
-    LOADING = 20
-    AVAILABLE = 30
-    UNLOADING = 40
-    END = 50
 
 
 @dataclass
@@ -51,6 +46,13 @@ class ModelRecord:
     config: model_server_config_pb2.ModelConfig
     versions: dict[int, VersionRecord] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
+    configured: bool = True  # False once a reload dropped the model: its versions are unloaded
+
+    def states(self) -> dict[int, VersionState]:
+        return {v: e.state for v, e in self.versions.items()}
+
+    def failed(self) -> set[int]:
+        return {v for v, e in self.versions.items() if e.error is not None}
 
 
 def list_version_dirs(base_path: Path) -> dict[int, Path]:
@@ -79,29 +81,100 @@ ServableFactory = Callable[[str, int, Path], Servable]
 class ModelRegistry:
     """Loads the models of a ModelServerConfig and answers lookups; thread-safe."""
 
-    def __init__(self, session_options: SessionOptions, factory: ServableFactory | None = None):
+    def __init__(
+        self,
+        session_options: SessionOptions,
+        factory: ServableFactory | None = None,
+        *,
+        allow_version_labels_for_unavailable_models: bool = False,
+    ) -> None:
         self._factory = factory or (lambda n, v, p: Servable(n, v, p, session_options))
         self._models: dict[str, ModelRecord] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # guards the records; held only for short updates
+        # One reconciliation (poll or reload) at a time; loads run outside ``_lock``.
+        self._reconcile_lock = threading.Lock()
+        self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
 
     # -- loading -----------------------------------------------------------------------------
 
     def load_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-        """Load every model the config lists (blocking); a version that fails is recorded."""
-        for model_config in config.model_config_list.config:
-            record = ModelRecord(model_config.name, Path(model_config.base_path), model_config)
-            with self._lock:
-                self._models[record.name] = record
-            self._load_versions(record)
-            self._apply_labels(record)
+        """Load every model the config lists (blocking); a version that fails is recorded.
 
-    def _load_versions(self, record: ModelRecord) -> None:
-        found = list_version_dirs(record.base_path)
-        if not found:
-            log.warning("No versions of servable %s found under base path %s",
-                        record.name, record.base_path)
-        for version in select_versions(record.config, found):
+        Labels that point at a version that is not AVAILABLE are logged and skipped, so a
+        server still starts.
+        """
+        with self._reconcile_lock:
+            self._adopt(config)
+            self._reconcile_all()
+            for record in self._configured():
+                self._apply_labels(record)
+
+    def apply_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """Switch to a new ModelServerConfig at run time (HandleReloadConfigRequest).
+
+        Labels are checked against the versions AVAILABLE now, before anything changes, as TF
+        Serving's ServerCore does; a bad label raises FAILED_PRECONDITION and leaves the
+        current config in place. Then new models and versions are loaded, dropped ones
+        unloaded (availability-preserving) and the labels replaced.
+        """
+        if config.WhichOneof("config") != "model_config_list":
+            raise invalid_argument(
+                "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                "Only ModelConfigList is currently supported"
+            )
+        with self._reconcile_lock:
+            self._check_labels(config)
+            self._adopt(config)
+            self._reconcile_all()
+            for record in self._configured():
+                self._apply_labels(record)
+
+    def poll(self) -> None:
+        """Re-list every configured base path and load/unload versions to match (blocking)."""
+        with self._reconcile_lock:
+            self._reconcile_all()
+
+    def _adopt(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """Make ``config`` the configured set of models; records of dropped ones stay (END)."""
+        wanted = {c.name: c for c in config.model_config_list.config}
+        with self._lock:
+            for name, record in self._models.items():
+                record.configured = name in wanted
+            for name, model_config in wanted.items():
+                record = self._models.get(name)
+                if record is None:
+                    record = self._models[name] = ModelRecord(
+                        name, Path(model_config.base_path), model_config
+                    )
+                record.config, record.base_path = model_config, Path(model_config.base_path)
+                record.configured = True
+
+    def _configured(self) -> list[ModelRecord]:
+        with self._lock:
+            return [r for r in self._models.values() if r.configured]
+
+    def _reconcile_all(self) -> None:
+        with self._lock:
+            records = list(self._models.values())
+        for record in records:
+            self._reconcile(record)
+
+    def _reconcile(self, record: ModelRecord) -> None:
+        """Load the aspired versions not held, then unload what is no longer needed."""
+        found = list_version_dirs(record.base_path) if record.configured else {}
+        if record.configured and not found:
+            log.warning(
+                "No versions of servable %s found under base path %s", record.name, record.base_path
+            )
+        aspired = select_versions(record.config, found) if record.configured else []
+        with self._lock:
+            plan = plan_versions(aspired, record.states(), record.failed())
+        for version in plan.load:
             self._load_version(record, VersionRecord(version, found[version]))
+        with self._lock:  # after the loads: unloading depends on what became AVAILABLE
+            plan = plan_versions(aspired, record.states(), record.failed())
+        for version in plan.unload:
+            self._unload_version(record, version)
 
     def _load_version(self, record: ModelRecord, entry: VersionRecord) -> None:
         with self._lock:
@@ -111,8 +184,12 @@ class ModelRegistry:
         try:
             servable = self._factory(record.name, entry.version, entry.path)
         except Exception as exc:  # any load failure ends this version, never the server
-            log.error("Loading servable: {name: %s version: %d} failed: %s",
-                      record.name, entry.version, exc)
+            log.error(
+                "Loading servable: {name: %s version: %d} failed: %s",
+                record.name,
+                entry.version,
+                exc,
+            )
             with self._lock:
                 entry.state = VersionState.END
                 entry.error = _load_error(exc)
@@ -120,18 +197,50 @@ class ModelRegistry:
         with self._lock:
             entry.servable = servable
             entry.state = VersionState.AVAILABLE
-        log.info("Successfully loaded servable version {name: %s version: %d}",
-                 record.name, entry.version)
+        log.info(
+            "Successfully loaded servable version {name: %s version: %d}",
+            record.name,
+            entry.version,
+        )
+
+    def _unload_version(self, record: ModelRecord, version: int) -> None:
+        """Stop routing to a version; its session closes once in-flight requests let go.
+
+        Requests that resolved the servable before this keep a reference to it, so the
+        session is left to the garbage collector instead of being closed under them.
+        """
+        with self._lock:
+            entry = record.versions[version]
+            entry.state = VersionState.UNLOADING
+        log.info("Unloading servable version {name: %s version: %d}", record.name, version)
+        with self._lock:
+            entry.servable = None
+            entry.state = VersionState.END
+        log.info("Done unloading servable version {name: %s version: %d}", record.name, version)
+
+    def _check_labels(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        if self._allow_unavailable_labels:
+            return
+        with self._lock:
+            for model_config in config.model_config_list.config:
+                record = self._models.get(model_config.name)
+                states = record.states() if record is not None else {}
+                for version in model_config.version_labels.values():
+                    if states.get(version) != VersionState.AVAILABLE:
+                        raise failed_precondition(_label_message(version, model_config.name))
 
     def _apply_labels(self, record: ModelRecord) -> None:
-        labels = dict(record.config.version_labels)
+        labels = dict(record.config.version_labels) if record.configured else {}
+        chosen: dict[str, int] = {}
+        with self._lock:
+            states = record.states()
         for label, version in labels.items():
-            entry = record.versions.get(version)
-            if entry is None or entry.state != VersionState.AVAILABLE:
-                log.error("Request to assign label to version %d of model %s, which is not "
-                          "currently available for inference", version, record.name)
+            if states.get(version) != VersionState.AVAILABLE and not self._allow_unavailable_labels:
+                log.error("%s", _label_message(version, record.name))
                 continue
-            record.labels[label] = version
+            chosen[label] = version
+        with self._lock:
+            record.labels = chosen
 
     def close(self) -> None:
         with self._lock:
@@ -167,8 +276,11 @@ class ModelRegistry:
 
     @staticmethod
     def _available(record: ModelRecord, version: int | None) -> Servable | None:
-        ready = {v: e.servable for v, e in record.versions.items()
-                 if e.state == VersionState.AVAILABLE and e.servable is not None}
+        ready = {
+            v: e.servable
+            for v, e in record.versions.items()
+            if e.state == VersionState.AVAILABLE and e.servable is not None
+        }
         if version is None:
             return ready[max(ready)] if ready else None
         return ready.get(version)
@@ -192,8 +304,19 @@ class ModelRegistry:
     def servables(self) -> list[Servable]:
         """Every AVAILABLE servable (for warm-up, metrics and shutdown)."""
         with self._lock:
-            return [e.servable for m in self._models.values() for e in m.versions.values()
-                    if e.state == VersionState.AVAILABLE and e.servable is not None]
+            return [
+                e.servable
+                for m in self._models.values()
+                for e in m.versions.values()
+                if e.state == VersionState.AVAILABLE and e.servable is not None
+            ]
+
+
+def _label_message(version: int, name: str) -> str:
+    return (
+        f"Request to assign label to version {version} of model {name}, "
+        "which is not currently available for inference"
+    )
 
 
 def _load_error(exc: Exception) -> ServingError:

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -28,6 +29,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from reference_server import json_tensor
 from reference_server.errors import ServingError, invalid_argument
 from reference_server.inference import SIGNATURE_DEF_FIELD, InferenceCore, ModelSpec
+from reference_server.metrics import ENTRYPOINT, REST_ENTRYPOINT, notify_failure
 from reference_server.model_registry import VersionRecord
 from reference_server.servable import DEFAULT_SIGNATURE, TensorInfo
 
@@ -157,6 +159,7 @@ class RestApi:
 
     async def handle(self, request: web.Request) -> web.Response:
         path = request.raw_path.partition("?")[0]
+        ENTRYPOINT.set(REST_ENTRYPOINT)  # this handler's task only: labels request_latency
         body = await request.read()
         try:
             route = parse_route(request.method, path)
@@ -177,20 +180,26 @@ class RestApi:
         def input_infos(signature_name: str) -> Mapping[str, TensorInfo]:
             return self._signature_inputs(spec, signature_name)
 
-        request = json_tensor.decode_predict_request(body, input_infos)
+        request = self._decode(
+            spec, "Predict", lambda: json_tensor.decode_predict_request(body, input_infos)
+        )
         spec = dataclasses.replace(spec, signature_name=request.signature_name)
         result = await self._bounded(self.core.predict(spec, request.inputs))
         payload = json_tensor.encode_predict_response(result.outputs, row_format=request.row_format)
         return payload, result.stats.as_metadata()
 
     async def classify(self, spec: ModelSpec, body: bytes) -> Reply:
-        signature_name, request_input = json_tensor.decode_examples_request(body)
+        signature_name, request_input = self._decode(
+            spec, "Classify", lambda: json_tensor.decode_examples_request(body)
+        )
         spec = dataclasses.replace(spec, signature_name=signature_name)
         _, result = await self._bounded(self.core.classify(spec, request_input))
         return json_tensor.encode_classification_result(result), ()
 
     async def regress(self, spec: ModelSpec, body: bytes) -> Reply:
-        signature_name, request_input = json_tensor.decode_examples_request(body)
+        signature_name, request_input = self._decode(
+            spec, "Regress", lambda: json_tensor.decode_examples_request(body)
+        )
         spec = dataclasses.replace(spec, signature_name=signature_name)
         _, result = await self._bounded(self.core.regress(spec, request_input))
         return json_tensor.encode_regression_result(result), ()
@@ -201,6 +210,16 @@ class RestApi:
     async def metadata(self, spec: ModelSpec, body: bytes) -> Reply:
         model_spec, signatures = self.core.metadata(spec, [SIGNATURE_DEF_FIELD])
         return metadata_json(model_spec, signatures), ()
+
+    def _decode(self, spec: ModelSpec, api: str, decode: Callable[[], T]) -> T:
+        """``decode()``; a failure never reaches the core, so it is reported to the core's
+        observers here (request_count counts it, as TF Serving does)."""
+        started = time.perf_counter()
+        try:
+            return decode()
+        except ServingError as exc:
+            notify_failure(self.core.observers, spec.name, api, exc, started)
+            raise
 
     def _signature_inputs(self, spec: ModelSpec, signature_name: str) -> Mapping[str, TensorInfo]:
         """The inputs JSON is decoded against (TF Serving's GetInfoMap, with its messages)."""

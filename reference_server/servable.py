@@ -90,9 +90,7 @@ class Servable:
         self._graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=self._graph, config=config)
         with self._graph.as_default():
-            meta_graph = tf.compat.v1.saved_model.loader.load(
-                self._session, [SERVE_TAG], str(path)
-            )
+            meta_graph = tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], str(path))
         self.signature_defs = dict(meta_graph.signature_def)
         self.signatures = {n: _signature(n, s) for n, s in sorted(meta_graph.signature_def.items())}
         self._callables: dict[tuple, object] = {}

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +15,14 @@ from aiohttp import web
 from tensorflow_serving.config import model_server_config_pb2
 
 from reference_server import config_files
-from reference_server.batch_scheduler import BatchScheduler
+from reference_server.batch_scheduler import BatchHook, BatchScheduler
 from reference_server.batching_params import BatchingParameters
 from reference_server.flags import ServerFlags
 from reference_server.grpc_api import add_grpc_services, grpc_server_options
 from reference_server.inference import InferenceCore
+from reference_server.metrics import CONTENT_TYPE, ServerMetrics
 from reference_server.model_registry import ModelRegistry
+from reference_server.reloading import start_polling
 from reference_server.rest_api import build_rest_app
 from reference_server.servable import SessionOptions
 
@@ -27,6 +30,8 @@ log = logging.getLogger("reference_server")
 
 # Seconds in-flight RPCs get to finish on shutdown.
 SHUTDOWN_GRACE_SECONDS = 5.0
+# The batch threads' name, TF Serving's thread_pool_name label on queuing latency.
+BATCH_THREAD_POOL = "model_server"
 
 
 def model_server_config(flags: ServerFlags) -> model_server_config_pb2.ModelServerConfig:
@@ -51,17 +56,43 @@ def session_options(flags: ServerFlags) -> SessionOptions:
     )
 
 
-def batch_scheduler(flags: ServerFlags) -> BatchScheduler | None:
+def batching_parameters(flags: ServerFlags) -> BatchingParameters | None:
+    """The batching parameters, or None when --enable_batching is off."""
     if not flags.enable_batching:
         return None
     if flags.batching_parameters_file:
-        params = config_files.load_batching_parameters(
+        return config_files.load_batching_parameters(
             flags.batching_parameters_file, flag="batching_parameters_file"
         )
-    else:
-        params = BatchingParameters()
+    return BatchingParameters()
+
+
+def batch_scheduler(flags: ServerFlags, on_batch: BatchHook | None = None) -> BatchScheduler | None:
+    params = batching_parameters(flags)
+    if params is None:
+        return None
     log.info("Batching enabled: %s", params)
-    return BatchScheduler(params, name="model_server")
+    return BatchScheduler(params, name=BATCH_THREAD_POOL, on_batch=on_batch)
+
+
+def monitoring_config(flags: ServerFlags) -> config_files.MonitoringConfig:
+    """--monitoring_config_file's settings (Prometheus off without the flag)."""
+    if not flags.monitoring_config_file:
+        return config_files.MonitoringConfig()
+    return config_files.load_monitoring_config(
+        flags.monitoring_config_file, flag="monitoring_config_file"
+    )
+
+
+def metrics_route(
+    metrics: ServerMetrics,
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The aiohttp handler serving ``metrics`` as Prometheus text."""
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render().encode(), headers={"Content-Type": CONTENT_TYPE})
+
+    return handle
 
 
 def listening_socket(port: int) -> socket.socket:
@@ -85,8 +116,15 @@ class ModelServer:
 
     def __init__(self, flags: ServerFlags) -> None:
         self.flags = flags
-        self.registry = ModelRegistry(session_options(flags))
+        self.registry = ModelRegistry(
+            session_options(flags),
+            allow_version_labels_for_unavailable_models=(
+                flags.allow_version_labels_for_unavailable_models
+            ),
+        )
         self.core: InferenceCore | None = None
+        self.metrics: ServerMetrics | None = None
+        self._monitoring = monitoring_config(flags)
         self._grpc: grpc.aio.Server | None = None
         self._rest: web.AppRunner | None = None
 
@@ -94,11 +132,24 @@ class ModelServer:
         self.registry.load_config(model_server_config(self.flags))
 
     async def start(self) -> BoundPorts:
-        self.core = InferenceCore(self.registry, batch_scheduler(self.flags))
+        self.core = self._build_core()
         grpc_port = await self._start_grpc(self.core)
         rest_wanted = self.flags.rest_api_port not in (0, self.flags.port)  # as TF Serving
         rest_port = await self._start_rest(self.core) if rest_wanted else None
         return BoundPorts(grpc_port, rest_port)
+
+    def _build_core(self) -> InferenceCore:
+        """The core, with metrics observing its requests and batches when Prometheus is on."""
+        if not self._monitoring.prometheus_enabled:
+            return InferenceCore(self.registry, batch_scheduler(self.flags))
+        metrics = ServerMetrics(batching=self.flags.enable_batching)
+        scheduler = batch_scheduler(self.flags, on_batch=metrics.observe_batch)
+        if scheduler is not None:
+            metrics.watch_scheduler(scheduler.queue_depth, scheduler.rejected_full)
+        core = InferenceCore(self.registry, scheduler)
+        core.observers.append(metrics.observe_request)
+        self.metrics = metrics
+        return core
 
     async def _start_grpc(self, core: InferenceCore) -> int:
         options = grpc_server_options(self.flags.grpc_channel_arguments)
@@ -111,6 +162,10 @@ class ModelServer:
 
     async def _start_rest(self, core: InferenceCore) -> int:
         app = build_rest_app(core, timeout_ms=self.flags.rest_api_timeout_in_ms)
+        if self.metrics is not None:
+            path = self._monitoring.prometheus_path
+            app.router.add_get(path, metrics_route(self.metrics))
+            log.info("Exporting Prometheus metrics at %s", path)
         self._rest = web.AppRunner(app, access_log=None)
         await self._rest.setup()
         sock = listening_socket(self.flags.rest_api_port)
@@ -134,10 +189,18 @@ async def serve(flags: ServerFlags) -> None:
     server = ModelServer(flags)
     await asyncio.to_thread(server.load_models)
     await server.start()
+    pollers = start_polling(
+        server.registry,
+        flags.file_system_poll_wait_seconds,
+        flags.model_config_file_poll_wait_seconds if flags.model_config_file else 0,
+        lambda: model_server_config(flags),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("Shutting down")
+    for task in pollers:
+        task.cancel()
     await server.stop()

@@ -42,8 +42,11 @@ def test_bad_batching_file_names_flag_file_and_line(tmp_path):
     bad = tmp_path / "batching.txt"
     bad.write_text("max_batch_size { value: 8 }\nmax_batch_sizes { value: 8 }\n")
     result = reference_server(
-        "--model_name=m", f"--model_base_path={tmp_path}", "--enable_batching",
-        f"--batching_parameters_file={bad}", "--port=0",
+        "--model_name=m",
+        f"--model_base_path={tmp_path}",
+        "--enable_batching",
+        f"--batching_parameters_file={bad}",
+        "--port=0",
     )
     assert result.returncode == 1
     assert f"--batching_parameters_file={bad}: line 2:1" in result.stderr

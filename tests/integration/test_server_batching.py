@@ -132,8 +132,7 @@ def test_a_full_queue_rejects_at_once_with_unavailable(tmp_path):
     """
     flags = batching_flags(slow_model, tmp_path, params)
     with start_server(flags) as server, ThreadPoolExecutor(12) as pool:
-        answers = list(pool.map(lambda _: rest_predict(server.rest_url, [[0, 0, 0, 1]]),
-                                range(12)))
+        answers = list(pool.map(lambda _: rest_predict(server.rest_url, [[0, 0, 0, 1]]), range(12)))
     codes = sorted(status for status, _, _ in answers)
     assert 200 in codes and 503 in codes
     for status, body, _ in answers:

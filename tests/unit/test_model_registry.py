@@ -28,8 +28,9 @@ def test_default_policy_is_latest_one():
 
 
 def test_latest_n_all_and_specific_policies():
-    assert select_versions(model_config("model_version_policy { latest { num_versions: 2 } }"),
-                           [1, 5, 3]) == [3, 5]
+    assert select_versions(
+        model_config("model_version_policy { latest { num_versions: 2 } }"), [1, 5, 3]
+    ) == [3, 5]
     assert select_versions(model_config("model_version_policy { all {} }"), [2, 1]) == [1, 2]
     specific = model_config("model_version_policy { specific { versions: 1 versions: 7 } }")
     assert select_versions(specific, [1, 2, 3]) == [1]
@@ -69,8 +70,9 @@ def registry_with(tmp_path: Path, versions: list[str], policy: str, labels: str 
 
 
 def test_resolve_latest_specific_and_label(tmp_path: Path):
-    registry = registry_with(tmp_path, ["1", "2"], "all {}",
-                             'version_labels { key: "stable" value: 1 }')
+    registry = registry_with(
+        tmp_path, ["1", "2"], "all {}", 'version_labels { key: "stable" value: 1 }'
+    )
     assert registry.resolve("m").version == 2
     assert registry.resolve("m", 1).version == 1
     assert registry.resolve("m", label="stable").version == 1
@@ -79,16 +81,31 @@ def test_resolve_latest_specific_and_label(tmp_path: Path):
 def test_unknown_model_version_and_label_use_tf_serving_messages(tmp_path: Path):
     registry = registry_with(tmp_path, ["1"], "all {}")
     cases = [
-        (lambda: registry.resolve("other"), grpc.StatusCode.NOT_FOUND,
-         "Servable not found for request: Latest(other)"),
-        (lambda: registry.resolve("m", 9), grpc.StatusCode.NOT_FOUND,
-         "Servable not found for request: Specific(m, 9)"),
-        (lambda: registry.resolve("m", label="canary"), grpc.StatusCode.INVALID_ARGUMENT,
-         "Unrecognized servable version label: canary"),
-        (lambda: registry.version_records("other"), grpc.StatusCode.NOT_FOUND,
-         "Could not find any versions of model other"),
-        (lambda: registry.version_records("m", 9), grpc.StatusCode.NOT_FOUND,
-         "Could not find version 9 of model m"),
+        (
+            lambda: registry.resolve("other"),
+            grpc.StatusCode.NOT_FOUND,
+            "Servable not found for request: Latest(other)",
+        ),
+        (
+            lambda: registry.resolve("m", 9),
+            grpc.StatusCode.NOT_FOUND,
+            "Servable not found for request: Specific(m, 9)",
+        ),
+        (
+            lambda: registry.resolve("m", label="canary"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Unrecognized servable version label: canary",
+        ),
+        (
+            lambda: registry.version_records("other"),
+            grpc.StatusCode.NOT_FOUND,
+            "Could not find any versions of model other",
+        ),
+        (
+            lambda: registry.version_records("m", 9),
+            grpc.StatusCode.NOT_FOUND,
+            "Could not find version 9 of model m",
+        ),
     ]
     for call, code, message in cases:
         with pytest.raises(ServingError) as caught:
