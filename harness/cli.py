@@ -42,6 +42,25 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from harness.spec import load_preset, load_spec
+    from harness.sweep import run_sweep
+
+    if (args.spec is None) == (args.preset is None):
+        raise UserError("give a spec file or --preset NAME (not both)")
+    spec = load_spec(args.spec) if args.spec else load_preset(args.preset)
+    out = Path(args.resume or args.out) if (args.resume or args.out) else None
+    run_dir = run_sweep(spec, out, resume=bool(args.resume), report=not args.no_report)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from harness.serve import serve
+
+    return serve(args.server_flags, args.replicas, ready_timeout=args.ready_timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchbench",
@@ -66,9 +85,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     make_model.set_defaults(run=_make_model)
 
-    demo = commands.add_parser("demo", help="build a model, serve it, query it over gRPC and REST")
+    demo = commands.add_parser(
+        "demo", help="run the default sweep on the built-in mlp model and write its report"
+    )
     demo.add_argument("--out", default="reports", help="where models and runs are written")
     demo.set_defaults(run=_demo)
+
+    sweep = commands.add_parser("sweep", help="run a sweep spec; results go to reports/RUN-ID")
+    sweep.add_argument("spec", nargs="?", help="the sweep spec (YAML)")
+    sweep.add_argument("--preset", help="a shipped spec instead: default or ci")
+    sweep.add_argument("--out", help="the run folder (default: reports/<run-id>)")
+    sweep.add_argument(
+        "--resume", metavar="RUN", help="continue the run in this folder, skipping done points"
+    )
+    sweep.add_argument("--no-report", action="store_true", help="do not write report.html")
+    sweep.set_defaults(run=_sweep)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run N reference-server replicas as one service until Ctrl-C",
+        description="Start N reference-server replicas with the given tensorflow_model_server "
+        "flags (each gets free ports and its share of the cores), wait until all are "
+        "AVAILABLE, print the endpoints, stop all on Ctrl-C or SIGTERM.",
+    )
+    serve.add_argument("--replicas", type=int, default=1)
+    serve.add_argument("--ready-timeout", type=float, default=120.0, help="seconds")
+    serve.add_argument(
+        "server_flags", nargs=argparse.REMAINDER, help="reference-server flags, e.g. --model_name=m"
+    )
+    serve.set_defaults(run=_serve)
     return parser
 
 

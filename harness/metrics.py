@@ -83,7 +83,13 @@ _ALL: tuple[Metric, ...] = (
     # sizes "higher is better" is about amortisation only; the report shows them, the
     # recommender ranks by throughput and latency.
     _m("batch_size_mean", "Mean batch size", "rows", "higher", "rows per executed batch"),
-    _m("batch_size_p50", "Median batch size", "rows", "higher", "median rows per batch"),
+    _m(
+        "batch_size_p50",
+        "Median batch size",
+        "rows",
+        "higher",
+        "median rows per batch: the upper bound of its power-of-two bucket (TF Serving's)",
+    ),
     _m("padding_ratio", "Padding", "", "lower", "padding rows / executed rows"),
     _m(
         "queue_time_mean_ms",

@@ -11,6 +11,7 @@ TensorFlow half lives in `harness.model_zoo_graphs` and is imported only when a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -205,7 +206,9 @@ def _check_same_model(base_dir: Path, declared: dict[str, Any]) -> None:
 
 
 def _build_atomically(name: str, opts: dict[str, int | float], seed: int, target: Path) -> None:
-    # Imported here: it imports TensorFlow, which costs seconds the CLI should not pay.
+    # Imported here: it imports TensorFlow, which costs seconds the CLI should not pay. Its
+    # C++ start-up chatter (no CUDA driver, CPU features) says nothing about the model.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from harness import model_zoo_graphs
 
     # A dot-name is not a number, so TF Serving's version poller ignores the folder meanwhile.
@@ -221,3 +224,21 @@ def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     scratch = path.with_name(f".{path.name}.tmp")
     scratch.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(scratch, path)
+
+
+def ensure_model(models_dir: Path, name: str, options: dict[str, Any] | None = None) -> Path:
+    """The base path of built-in model ``name`` with ``options``, built on first use.
+
+    Each distinct set of options gets its own base dir (``mlp`` for the defaults,
+    ``mlp-<hash>`` otherwise), so sweeps with different options never share a model.
+    """
+    resolved = resolve_options(name, dict(options or {}))
+    defaults = resolve_options(name, {})
+    folder = name
+    if resolved != defaults:
+        digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
+        folder = f"{name}-{digest}"
+    base = Path(models_dir) / folder
+    if not any(p.name.isdigit() for p in base.glob("*")):
+        build_model(name, base, **resolved)
+    return base

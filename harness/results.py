@@ -206,6 +206,10 @@ class ResultStore:
     def run_info(self) -> dict[str, Any]:
         return read_json(self.run_file)
 
+    def write_run_info(self, info: Mapping[str, Any]) -> Path:
+        """Replace run.json (e.g. to add ``finished_at``); atomic like every other file."""
+        return write_json(self.run_file, {k: v for k, v in info.items() if k != "schema_version"})
+
     def check_resumable(self, spec: SweepSpec) -> None:
         """Refuse to resume with a spec other than the one the run started with."""
         if self.run_info().get("spec") != json.loads(_dumps(spec.as_given)):

@@ -103,31 +103,63 @@ def start_server(
 
     Raises UserError with the log tail if it exits or is not ready within ``ready_timeout``.
     """
+    return wait_ready(launch_server(flags, command=command, env=env), ready_timeout)
+
+
+def launch_server(
+    flags: Sequence[str],
+    *,
+    command: Sequence[str] = REFERENCE_SERVER,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    """Start a server process (without waiting for it): its own session, so a Ctrl-C at the
+    terminal reaches only the harness, which then stops its servers in order."""
     argv = (*command, *flags)
-    expect_rest = _rest_requested(flags)
     process = subprocess.Popen(
-        argv,
+        child_argv(argv),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, **(env or {})},
+        start_new_session=True,
     )
     server = ServerProcess(tuple(argv), process)
     server._log_thread = threading.Thread(
-        target=_follow_log, args=(server, expect_rest), daemon=True
+        target=_follow_log, args=(server, _rest_requested(flags)), daemon=True
     )
     server._log_thread.start()
+    return server
+
+
+def wait_ready(server: ServerProcess, ready_timeout: float = 120.0) -> ServerProcess:
+    """Wait for a launched server's ready lines; stop it and raise UserError (with its log
+    tail) if it exits first or ``ready_timeout`` passes."""
     started = time.monotonic()
     server._ready.wait(ready_timeout)
+    expect_rest = _rest_requested(server.command)
     if server.grpc_port is None or (expect_rest and server.rest_port is None):
         server.stop()
         waited = time.monotonic() - started
         raise UserError(
-            f"server did not become ready ({waited:.0f} s, exit code {process.poll()}): "
-            f"{' '.join(argv)}\n--- server log (tail) ---\n{server.log_text()}"
+            f"server did not become ready ({waited:.0f} s, exit code {server.process.poll()}): "
+            f"{' '.join(server.command)}\n--- server log (tail) ---\n{server.log_text()}"
         )
     return server
+
+
+def child_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` run so that the child dies with the harness (Linux: PR_SET_PDEATHSIG, which
+    survives exec). A killed harness must not leave servers holding ports and cores."""
+    if not sys.platform.startswith("linux"):
+        return list(argv)
+    return [sys.executable, "-c", _DIE_WITH_PARENT, *argv]
+
+
+# prctl(PR_SET_PDEATHSIG=1, SIGTERM=15), then become the real command.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, sys; ctypes.CDLL(None).prctl(1, 15); os.execvp(sys.argv[1], sys.argv[1:])"
+)
 
 
 def _rest_requested(flags: Sequence[str]) -> bool:

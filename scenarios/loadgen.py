@@ -18,6 +18,7 @@ import os
 import random
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ log = logging.getLogger("batchbench.scenarios")
 PLAN_MESSAGE = "batchbench_plan"
 FLUSH_MESSAGE = "batchbench_flush"
 REPORT_KEY = "batchbench"
+SCRAPE_TIMEOUT_S = 5.0
 PLAN_POLL_S = 0.1  # how often the master looks for a new stage or user count
 PLAN_REPEAT_S = 2.0  # the master repeats the plan for workers that connected late
 FINAL_REPORT_TIMEOUT_S = 15.0
@@ -285,12 +287,14 @@ class Conductor:
         self.started = 0.0
         self.started_at = ""
         self.loop: gevent.Greenlet | None = None
+        self.scrapes: list[dict[str, Any]] = []
 
     def start(self) -> None:
         self.run.run_id = uuid.uuid4().hex
         self.run.plan = None
         self.merged = Recorder()
         self.spans, self.processes, self.version = [], {}, 0
+        self.scrapes = []
         self.started = time.perf_counter()
         self.started_at = _now_iso()
         self.publish(force=True)
@@ -348,6 +352,22 @@ class Conductor:
             warmup_s=plan.warmup_s,
         )
         self.spans.append(span)
+        self._scrape(plan.stage, now)
+
+    def _scrape(self, stage: int | str, at_s: float) -> None:
+        """Read every --scrape-urls page now (a stage boundary); failures are noted, not fatal."""
+        options = self.run.options
+        if options is None or not options.scrape_urls:
+            return
+        texts: list[str | None] = []
+        for url in options.scrape_urls:
+            try:
+                with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as response:
+                    texts.append(response.read().decode("utf-8"))
+            except OSError as exc:
+                log.warning("cannot scrape %s: %s", url, exc)
+                texts.append(None)
+        self.scrapes.append({"stage": stage, "at_s": round(at_s, 6), "texts": texts})
 
     def _end_span(self, now: float) -> None:
         if self.spans:
@@ -358,7 +378,9 @@ class Conductor:
         if self.loop is not None:
             self.loop.kill(block=True)
             self.loop = None
-        self._end_span(time.perf_counter() - self.started)
+        now = time.perf_counter() - self.started
+        self._end_span(now)
+        self._scrape("end", now)
         if self.is_master:
             self._collect_final_reports()
         else:
@@ -429,6 +451,7 @@ class Conductor:
                 "warmup_s": options.warmup_s,
                 "request_timeout_s": options.request_timeout_s,
             },
+            **({"scrapes": self.scrapes} if self.scrapes else {}),
         }
 
     def _generator(self) -> dict[str, Any]:

@@ -63,6 +63,12 @@ OPTIONS: tuple[tuple[str, Any, str], ...] = (
     ("result-file", "", "write the run's result JSON here (master or single process)"),
     ("raw-latency-dir", "", "also write every measured latency (µs) per process here (debug)"),
     (
+        "scrape-urls",
+        "",
+        "comma-separated Prometheus URLs read at every stage boundary and at the end; the "
+        "texts go into the result file, so server figures cover exactly each stage",
+    ),
+    (
         "grpc-channels",
         1,
         "gRPC channels per target in each process, shared by its users (0: one channel per user)",
@@ -113,6 +119,7 @@ class ScenarioOptions:
     result_file: str | None
     raw_latency_dir: str | None
     grpc_channels: int
+    scrape_urls: tuple[str, ...] = ()
 
     @property
     def open_loop(self) -> bool:
@@ -177,6 +184,7 @@ def read_options(namespace: Any, host: str | None) -> ScenarioOptions:
         result_file=_text(namespace, "result-file"),
         raw_latency_dir=_text(namespace, "raw-latency-dir"),
         grpc_channels=_typed(namespace, "grpc-channels", int, 0),
+        scrape_urls=_targets(_text(namespace, "scrape-urls"), None),
     )
     _check_load(options)
     return options

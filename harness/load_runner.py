@@ -1,0 +1,190 @@
+"""One measurement run: a ``locust`` process with our scenarios, read back as windows.
+
+The harness drives load through the same locustfiles a user runs by hand, so what a sweep
+measures is what ``locust -f scenarios/...`` measures. A run is a warm-up stage followed by
+equal window stages at the same load (``--stages``); each stage's figures come back in the
+result file, and stage ``i >= 1`` becomes window ``i - 1``.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scenarios.recording import Tally
+from scenarios.results import ResultError, figures, load_result
+
+SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIO_FILES = {"grpc": "tfserving_grpc.py", "rest": "tfserving_rest.py"}
+# Open loop: one arrival stream per this many requests/s, within these bounds. More streams
+# than needed only cost the generator CPU; too few cap the requests each can keep in flight.
+RATE_PER_STREAM = 100.0
+STREAMS = (4, 64)
+LOG_TAIL_LINES = 40
+# Tally fields a stage entry carries (its "message" form).
+_TALLY_KEYS = ("histogram", "sent", "errors", "late", "dropped", "incomplete")
+
+
+class LoadError(RuntimeError):
+    """The load generator failed: it could not start, or wrote no result."""
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What one Locust run does: the target, the request, the load and the windows."""
+
+    protocol: str  # grpc | rest
+    targets: tuple[str, ...]  # grpc://host:port or http://host:port
+    model_name: str
+    load_kind: str  # concurrency | rate
+    load: float  # users, or requests/s
+    warmup_s: float
+    window_s: float
+    windows: int
+    signature: str = "serving_default"
+    rows: int = 1
+    payload: str | None = None
+    arrival: str = "poisson"  # open loop only
+    processes: int = 1
+    seed: int = 0
+    scrape_urls: tuple[str, ...] = ()  # Prometheus pages read at every stage boundary
+
+    @property
+    def open_loop(self) -> bool:
+        return self.load_kind == "rate"
+
+    @property
+    def users(self) -> int:
+        if not self.open_loop:
+            return int(self.load)
+        low, high = STREAMS
+        return max(low, min(high, math.ceil(self.load / RATE_PER_STREAM)))
+
+    @property
+    def duration_s(self) -> float:
+        return self.warmup_s + self.windows * self.window_s
+
+
+def _stage(seconds: float, plan: LoadPlan) -> str:
+    text = f"{round(seconds * 1000)}ms:{plan.users}"
+    return f"{text}:{plan.load:g}" if plan.open_loop else text
+
+
+def locust_argv(plan: LoadPlan, result_file: Path) -> list[str]:
+    """The ``locust`` command line for ``plan`` (headless, one warm-up stage, then windows)."""
+    stages = [_stage(plan.warmup_s, plan)] if plan.warmup_s > 0 else []
+    stages += [_stage(plan.window_s, plan)] * plan.windows
+    argv = [
+        sys.executable, "-m", "locust",
+        "-f", str(SCENARIOS_DIR / SCENARIO_FILES[plan.protocol]),
+        "--headless", "--only-summary", "--loglevel", "WARNING",
+        "--host", plan.targets[0],
+        "--targets", ",".join(plan.targets),
+        "--model-name", plan.model_name,
+        "--signature", plan.signature,
+        "--rows", str(plan.rows),
+        "--seed", str(plan.seed),
+        "--stages", ",".join(stages),
+        "--result-file", str(result_file),
+        "--arrival", plan.arrival if plan.open_loop else "closed",
+    ]  # fmt: skip
+    if plan.open_loop:
+        argv += ["--rate", f"{plan.load:g}"]
+    if plan.payload:
+        argv += ["--payload", plan.payload]
+    if plan.scrape_urls:
+        argv += ["--scrape-urls", ",".join(plan.scrape_urls)]
+    if plan.processes > 1:
+        argv += ["--processes", str(plan.processes)]
+    return argv
+
+
+def run_locust(plan: LoadPlan, result_file: Path, *, grace_s: float = 60.0) -> dict[str, Any]:
+    """Run ``plan`` and return its result file's content; LoadError with the output tail when
+    Locust fails to produce one (exit code 1 only means some requests failed: that is data)."""
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    result_file.unlink(missing_ok=True)
+    argv = locust_argv(plan, result_file)
+    tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+    with subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_locust_env(),
+    ) as process:
+        try:
+            for line in process.stdout:  # type: ignore[union-attr]
+                tail.append(line)
+            process.wait(timeout=plan.duration_s + grace_s)
+        except BaseException:
+            process.kill()
+            raise
+    if not result_file.exists():
+        output = "".join(tail)
+        raise LoadError(f"locust exited {process.returncode} without a result\n{output}")
+    try:
+        return load_result(result_file)
+    except ResultError as exc:
+        raise LoadError(str(exc)) from None
+
+
+def _locust_env() -> dict[str, str]:
+    """Locust's environment: our package importable, and no settings from the user's shell
+    that would change the run behind the spec's back."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+    root = str(SCENARIOS_DIR.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+# --- reading a result ----------------------------------------------------------------------------
+
+
+def window_stages(result: Mapping[str, Any], plan: LoadPlan) -> list[dict[str, Any]]:
+    """The stage entries that are windows (the warm-up stage left out)."""
+    stages = list(result.get("stages", []))
+    return stages[1:] if plan.warmup_s > 0 else stages
+
+
+def combine(stages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The figures of several windows together: counts added, histograms merged exactly."""
+    tally = Tally()
+    for stage in stages:
+        tally.add_message({key: stage[key] for key in _TALLY_KEYS})
+    return figures(tally, sum(stage["window_s"] for stage in stages))
+
+
+def metric_figures(entry: Mapping[str, Any], offered_rps: float | None) -> dict[str, float | None]:
+    """Metric IDs (harness.metrics) from a result's figures entry."""
+    sent, dropped = entry["sent"], entry["dropped"]
+    out = {
+        "throughput_rps": entry["throughput_rps"],
+        "offered_rate_rps": offered_rps,
+        "send_rate_rps": entry["send_rate_rps"],
+        "requests": float(entry["count"]),
+        "error_rate": entry["error_rate"],
+        "late_send_rate": entry["late"] / sent if sent else 0.0,
+        "dropped_rate": dropped / (sent + dropped) if sent + dropped else 0.0,
+    }
+    for name in ("p50", "p90", "p95", "p99", "p999", "max", "mean"):
+        out[f"latency_{name}_ms"] = entry[f"latency_{name}_ms"]
+    return out
+
+
+def generator_cpu_percent(result: Mapping[str, Any], wall_s: float) -> float | None:
+    """Average CPU use of the busiest load process over the run, in % of one core."""
+    processes = result.get("generator", {}).get("processes", {})
+    percents = [p.get("cpu_percent") for p in processes.values() if p.get("cpu_percent")]
+    if percents:
+        return max(percents)
+    seconds = result.get("generator", {}).get("cpu_seconds")
+    return 100.0 * seconds / wall_s if seconds and wall_s > 0 else None

@@ -1,0 +1,241 @@
+"""Measuring one point on a running target: windows until stable, then the point's figures.
+
+A Locust run is a warm-up stage and then windows at the same load. After the first run the
+stability rule (harness.stability) looks at the last windows; while it says "measuring" another
+run adds windows (with its own short warm-up: a new generator process opens new connections).
+The point's figures come from the windows the verdict used: request counts added and latency
+histograms merged exactly, and the server's Prometheus counters diffed at the same stage
+boundaries (the scenario scrapes them as each stage starts), so client and server figures
+cover the same interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness import telemetry
+from harness.load_runner import (
+    LoadError,
+    LoadPlan,
+    combine,
+    generator_cpu_percent,
+    metric_figures,
+    run_locust,
+    window_stages,
+)
+from harness.points import Point
+from harness.results import PointResult
+from harness.spec import SweepSpec
+from harness.stability import StabilityVerdict, WindowFigures, judge
+from harness.targets import RunningTarget
+
+WindowHook = Callable[[int, Mapping[str, Any]], None]
+
+
+@dataclass
+class Window:
+    """One measured window: its stage entry from the result file and its server deltas."""
+
+    stage: dict[str, Any]
+    server: list[telemetry.Samples] | None  # one delta per replica; None: not scraped
+
+    def figures(self) -> WindowFigures:
+        p99 = self.stage["latency_p99_ms"]
+        return WindowFigures(
+            throughput_rps=self.stage["throughput_rps"] or 0.0,
+            latency_p99_ms=math.nan if p99 is None else p99,
+            requests=self.stage["count"],
+        )
+
+
+@dataclass
+class Measurement:
+    """What the runs of one point produced so far."""
+
+    windows: list[Window] = field(default_factory=list)
+    invalid_reasons: list[str] = field(default_factory=list)
+    cpu_percent: list[float] = field(default_factory=list)
+    runs: int = 0
+
+
+def load_plan(spec: SweepSpec, point: Point, target: RunningTarget, windows: int) -> LoadPlan:
+    m = spec.measurement
+    return LoadPlan(
+        protocol=point.protocol,
+        targets=target.addresses(point.protocol),
+        model_name=spec.model.served_name,
+        signature=spec.model.signature,
+        rows=spec.model.rows_per_request,
+        payload=str(Path(spec.model.payload).resolve()) if spec.model.payload else None,
+        load_kind=point.load_kind,
+        load=point.load,
+        warmup_s=m.warmup_s,
+        window_s=m.window_s,
+        windows=windows,
+        arrival=spec.load.arrival,
+        processes=spec.load.processes,
+        seed=spec.seed + point.repeat,
+        scrape_urls=tuple(target.metrics),
+    )
+
+
+def measure_point(
+    spec: SweepSpec,
+    point: Point,
+    target: RunningTarget,
+    workdir: Path,
+    *,
+    on_window: WindowHook | None = None,
+) -> PointResult:
+    """Measure ``point`` on a running ``target``; a failed PointResult when the server died
+    or the load generator could not run."""
+    started_at = _now()
+    m = spec.measurement
+    measurement = Measurement()
+    verdict: StabilityVerdict | None = None
+    while verdict is None or not verdict.done:
+        remaining = m.max_windows - len(measurement.windows)
+        # First run: just enough windows for a verdict; later ones add up to that many more.
+        count = m.stable_windows if verdict is None else min(m.stable_windows - 1, remaining)
+        plan = load_plan(spec, point, target, max(1, count))
+        result_file = workdir / f"{point.key}.run{measurement.runs}.json"
+        try:
+            result = run_locust(plan, result_file)
+        except LoadError as exc:
+            return _failed(point, target, f"load generator failed: {exc}", started_at)
+        finally:
+            result_file.unlink(missing_ok=True)
+        if died := target.exited():
+            codes = ", ".join(f"replica {i} exit code {code}" for i, code in died)
+            return _failed(point, target, f"server exited during the point ({codes})", started_at)
+        before = len(measurement.windows)
+        _add_run(measurement, result, plan, len(target.metrics))
+        for i in range(before, len(measurement.windows)):
+            if on_window:
+                on_window(i, measurement.windows[i].stage)
+        verdict = judge(
+            [w.figures() for w in measurement.windows],
+            tolerance=m.stability_tolerance,
+            stable_windows=m.stable_windows,
+            max_windows=m.max_windows,
+            min_requests=m.min_requests,
+        )
+    return point_result(point, measurement, verdict, started_at)
+
+
+def _add_run(
+    measurement: Measurement, result: Mapping[str, Any], plan: LoadPlan, scraped: int
+) -> None:
+    stages = window_stages(result, plan)
+    deltas = stage_deltas(result, scraped)
+    first = len(result.get("stages", [])) - len(stages)
+    for offset, stage in enumerate(stages):
+        measurement.windows.append(Window(dict(stage), deltas.get(first + offset)))
+    measurement.runs += 1
+    measurement.invalid_reasons += [r for r in result.get("invalid_reasons", []) if r]
+    cpu = generator_cpu_percent(result, plan.duration_s)
+    if cpu is not None:
+        measurement.cpu_percent.append(cpu)
+
+
+def stage_deltas(result: Mapping[str, Any], replicas: int) -> dict[int, list[telemetry.Samples]]:
+    """Per stage index, each replica's Prometheus delta between that stage's start and the
+    next boundary; stages with a failed scrape at either end are left out."""
+    scrapes = result.get("scrapes", [])
+    if not replicas or not scrapes:
+        return {}
+    parsed = [
+        None if None in s["texts"] else [telemetry.parse_samples(t) for t in s["texts"]]
+        for s in scrapes
+    ]
+    out: dict[int, list[telemetry.Samples]] = {}
+    for i, scrape in enumerate(scrapes[:-1]):
+        before, after = parsed[i], parsed[i + 1]
+        if isinstance(scrape["stage"], int) and before and after:
+            out[scrape["stage"]] = [
+                telemetry.delta(b, a) for b, a in zip(before, after, strict=True)
+            ]
+    return out
+
+
+def point_result(
+    point: Point, measurement: Measurement, verdict: StabilityVerdict, started_at: str
+) -> PointResult:
+    """The stored result: the used windows' figures, every window, the server telemetry."""
+    used = [measurement.windows[i] for i in verdict.windows_used]
+    combined = combine([w.stage for w in used])
+    offered = point.load if point.load_kind == "rate" else None
+    metrics = metric_figures(combined, offered)
+    metrics["generator_cpu_percent"] = max(measurement.cpu_percent, default=None)
+    server = _server_telemetry(used)
+    if server is not None:
+        metrics.update(server[1])
+    return PointResult(
+        point,
+        metrics=metrics,
+        windows=[
+            _window_entry(i, w, i in verdict.windows_used)
+            for i, w in enumerate(measurement.windows)
+        ],
+        histogram=combined["histogram"] or None,
+        stability=verdict.as_dict(),
+        valid=not measurement.invalid_reasons,
+        invalid_reasons=sorted(set(measurement.invalid_reasons)),
+        telemetry={} if server is None else server[0],
+        started_at=started_at,
+        finished_at=_now(),
+        extra={"locust_runs": measurement.runs, "locust": _locust_figures(used)},
+    )
+
+
+def _server_telemetry(
+    windows: Sequence[Window],
+) -> tuple[dict[str, Any], dict[str, float | None]] | None:
+    if not windows or any(w.server is None for w in windows):
+        return None
+    replicas = len(windows[0].server or [])
+    per_replica = [
+        telemetry.merge([w.server[r] for w in windows if w.server]) for r in range(replicas)
+    ]
+    return telemetry.summarize(per_replica)
+
+
+def _window_entry(index: int, window: Window, used: bool) -> dict[str, Any]:
+    stage = window.stage
+    metrics = metric_figures(stage, stage.get("rate_rps"))
+    if window.server is not None:
+        metrics.update(telemetry.summarize(window.server)[1])
+    return {
+        "index": index,
+        "duration_s": stage["window_s"],
+        "used": used,
+        "metrics": metrics,
+        "errors": stage.get("errors", {}),
+        "locust_p99_ms": stage.get("locust", {}).get("p99_ms"),
+    }
+
+
+def _locust_figures(windows: Sequence[Window]) -> dict[str, Any]:
+    """Locust's own percentiles for the used windows (the worst window's, as Locust cannot
+    merge its rounded figures exactly), to show beside ours."""
+    entries = [w.stage.get("locust", {}) for w in windows]
+    out: dict[str, Any] = {"count": sum(e.get("count", 0) for e in entries)}
+    for name in ("p50_ms", "p99_ms", "max_ms"):
+        values = [e[name] for e in entries if e.get(name) is not None]
+        out[name] = max(values) if values else None
+    return out
+
+
+def _failed(point: Point, target: RunningTarget, reason: str, started_at: str) -> PointResult:
+    result = PointResult.failed(point, reason, target.log_tail())
+    result.started_at, result.finished_at = started_at, _now()
+    return result
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

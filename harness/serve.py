@@ -1,0 +1,61 @@
+"""``batchbench serve --replicas N [server flags]``: N reference servers as one service.
+
+Starts the replicas (each with its own ports and its share of the cores), waits until every one
+serves its models, prints the endpoints in the forms the scenarios take, and stops them all on
+Ctrl-C or SIGTERM, or as soon as one of them exits.
+"""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.replicas import ReplicaSet, start_replicas
+
+POLL_S = 0.5
+
+
+def describe(replicas: ReplicaSet) -> str:
+    """The endpoints, one replica per line, and the --targets lists for the scenarios."""
+    lines = []
+    for i, server in enumerate(replicas.servers):
+        line = f"replica {i}: pid {server.process.pid}  grpc {server.grpc_target}  "
+        line += f"rest {server.rest_url}"
+        if replicas.metrics_path:
+            line += f"  metrics {server.rest_url}{replicas.metrics_path}"
+        lines.append(line)
+    grpc = ",".join(f"grpc://{t}" for t in replicas.grpc_targets)
+    lines += [f"grpc targets: {grpc}", f"rest targets: {','.join(replicas.rest_urls)}"]
+    return "\n".join(lines)
+
+
+def serve(flags: Sequence[str], replicas: int, *, ready_timeout: float = 120.0) -> int:
+    """Run until a signal or a replica's exit; 0 after a requested stop, 1 if a replica died."""
+    for flag in flags:
+        if flag.split("=", 1)[0] in ("--port", "--rest_api_port"):
+            raise UserError(f"{flag}: each replica gets its own free ports; leave them out")
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="batchbench-serve-") as config_dir,
+            start_replicas(
+                flags, replicas, ready_timeout=ready_timeout, config_dir=Path(config_dir)
+            ) as running,
+        ):
+            print(describe(running), flush=True)
+            print(f"{replicas} replica(s) AVAILABLE; Ctrl-C stops them", flush=True)
+            while not stop.wait(POLL_S):
+                if died := running.exited():
+                    for i, code in died:
+                        print(f"replica {i} exited with code {code}; stopping all", flush=True)
+                    return 1
+            print("stopping", flush=True)
+        return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,242 @@
+"""``batchbench sweep``: run every point of a spec and keep each result the moment it is done.
+
+The loop is the same for every strategy (harness.strategies): a point is measured on its
+target (started per server configuration, kept running while consecutive points share that
+configuration), written atomically to the run folder, and shown to the strategy, which picks
+what comes next. A server that crashes or never becomes ready fails its point, with the reason
+and its log tail, and the sweep goes on. The first Ctrl-C lets the current point finish and
+stops; a second (or SIGTERM) stops at once. Either way every finished point is on disk and
+``--resume`` carries on from there.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness import preflight
+from harness.environment import collect_environment
+from harness.errors import UserError
+from harness.measure import measure_point
+from harness.model_zoo import ensure_model
+from harness.points import Point, ServerConfig, expand_matrix
+from harness.progress import SweepProgress, make_progress
+from harness.results import PointResult, ResultStore, new_run_id
+from harness.spec import SweepSpec
+from harness.strategies import GridStrategy, MaxRateSearch, Strategy
+from harness.targets import RunningTarget, server_command, start_target
+
+DEFAULT_REPORTS = Path("reports")
+MAX_RATE_FILE = "max_rate.json"
+
+
+class Interrupt:
+    """Ctrl-C handling for a sweep: the first asks to stop after the current point, the second
+    (or SIGTERM) stops now. Installed only in the main thread (where signals arrive)."""
+
+    def __init__(self, progress: SweepProgress) -> None:
+        self.requested = False
+        self._progress = progress
+        self._previous: dict[int, Any] = {}
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self._progress.message(
+            "interrupt: finishing the current point, then stopping (Ctrl-C again to stop now)"
+        )
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+@dataclass
+class Sweep:
+    """One run in progress: the spec, its folder, and the target currently running."""
+
+    spec: SweepSpec
+    store: ResultStore
+    progress: SweepProgress
+    model_base: Path | None = None
+    command: tuple[str, ...] = ()
+    running: tuple[ServerConfig, RunningTarget] | None = None
+    done: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def workdir(self) -> Path:
+        return self.store.root / "work"
+
+    def target_for(self, config: ServerConfig) -> RunningTarget:
+        """The running target for ``config``: the current one if it matches and is alive."""
+        if self.running and self.running[0] == config and not self.running[1].exited():
+            return self.running[1]
+        self.stop_target()
+        folder = self.store.root / "servers" / config.key
+        target = start_target(
+            self.spec, config, model_base=self.model_base, folder=folder, command=self.command
+        )
+        self.running = (config, target)
+        return target
+
+    def stop_target(self) -> None:
+        if self.running is not None:
+            _, target = self.running
+            self.running = None
+            target.stop()
+
+    def run_point(self, point: Point) -> PointResult:
+        started = _now()
+        try:
+            target = self.target_for(point.server)
+        except UserError as exc:
+            reason = "target did not start: " + str(exc).splitlines()[0]
+            result = PointResult.failed(point, reason, str(exc))
+            result.started_at, result.finished_at = started, _now()
+            return result
+        result = measure_point(
+            self.spec, point, target, self.workdir, on_window=self.progress.window
+        )
+        if result.status == "failed":
+            self.stop_target()  # never measure on a server in an unknown state
+        return result
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: Path | None = None,
+    *,
+    resume: bool = False,
+    live: bool | None = None,
+    report: bool = True,
+) -> Path:
+    """Run ``spec`` into ``out`` (default ``reports/<run-id>``); ``resume`` continues the run
+    already there. Returns the run folder. Raises KeyboardInterrupt after saving when stopped.
+    """
+    points = expand_matrix(spec)
+    store = _open_store(spec, points, out, resume)
+    estimate = preflight.estimate_duration(spec, points)
+    findings = preflight.check(spec, points, estimate)
+    for finding in findings:
+        print(f"pre-flight {finding.level}: {finding.message}", flush=True)
+    preflight.raise_refusals(findings)
+    models_dir = store.root.parent / "models"
+    sweep = Sweep(spec, store, make_progress(len(points), live=live))
+    sweep.model_base = _model_base(spec, models_dir)
+    if spec.target.kind != "external":
+        sweep.command = server_command(spec)
+    print(f"run folder: {store.root}\n{len(points)} points, {estimate.describe()}", flush=True)
+    interrupted = False
+    try:
+        with Interrupt(sweep.progress) as interrupt:
+            _loop(sweep, _strategy(spec, points, store), interrupt)
+            interrupted = interrupt.requested
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        sweep.stop_target()
+        sweep.progress.close()
+        _finish(store, interrupted)
+    if report:
+        _write_report(store.root)
+    return store.root
+
+
+def _loop(sweep: Sweep, strategy: Strategy, interrupt: Interrupt) -> None:
+    total = len(sweep.store.planned_points()) - len(sweep.store.completed_keys())
+    for number, point in enumerate(strategy.points(), start=1):
+        if interrupt.requested:
+            break
+        sweep.progress.point_started(number, max(total, number), point)
+        result = sweep.run_point(point)
+        sweep.store.write_point(result)
+        sweep.store.write_csv()
+        sweep.progress.point_done(result)
+        strategy.observe(point, _summary(result))
+        if isinstance(strategy, MaxRateSearch):
+            _write_searches(sweep.store, strategy)
+
+
+def _summary(result: PointResult) -> dict[str, float] | None:
+    """What a strategy learns from a point: its figures, or None when it failed."""
+    if result.status != "ok":
+        return None
+    return {k: v for k, v in result.metrics.items() if v is not None}
+
+
+def _strategy(spec: SweepSpec, points: list[Point], store: ResultStore) -> Strategy:
+    done = store.completed_keys()
+    if spec.load.find_max_rate is None:
+        return GridStrategy(points, skip=done)
+    known = {key: _summary(store.load_point(key)) for key in done}
+    return MaxRateSearch(points, spec.load.find_max_rate, known)
+
+
+def _write_searches(store: ResultStore, search: MaxRateSearch) -> None:
+    store.write_extra(MAX_RATE_FILE, {"searches": [r.as_dict() for r in search.results]})
+
+
+def _open_store(
+    spec: SweepSpec, points: list[Point], out: Path | None, resume: bool
+) -> ResultStore:
+    if resume:
+        if out is None:
+            raise UserError("--resume needs the run folder to resume")
+        store = ResultStore.open(out)
+        store.check_resumable(spec)
+        print(f"resuming: {len(store.completed_keys())} points already done", flush=True)
+        return store
+    root = out or DEFAULT_REPORTS / new_run_id(spec.name)
+    return ResultStore.create(root, spec, points, collect_environment())
+
+
+def _model_base(spec: SweepSpec, models_dir: Path) -> Path | None:
+    model = spec.model
+    if spec.target.kind == "external":
+        return None
+    if model.base_path:
+        base = Path(model.base_path)
+        if not base.is_dir():
+            raise UserError(f"model.base_path: {base} is not a folder")
+        return base
+    assert model.builtin is not None
+    try:
+        return ensure_model(models_dir, model.builtin, model.resolved_options())
+    except ValueError as exc:
+        raise UserError(f"model: {exc}") from None
+
+
+def _finish(store: ResultStore, interrupted: bool) -> None:
+    store.write_csv()
+    info = store.run_info()
+    info.update(finished_at=_now(), interrupted=interrupted)
+    store.write_run_info(info)
+
+
+def _write_report(run_dir: Path) -> None:
+    """The HTML report, when the report package is installed alongside."""
+    try:
+        from harness.report import write_report
+    except ImportError:
+        return
+    write_report(run_dir)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,120 @@
+"""Where a sweep sends load: servers the harness starts per configuration, or fixed endpoints.
+
+``reference`` starts reference-server replicas and ``tfserving`` the same flags and files with a
+``tensorflow_model_server`` binary; ``external`` is a deployment the harness only measures.
+Each gives a ``RunningTarget``: per protocol the addresses to spread requests over, the
+Prometheus URLs to scrape, and whether its processes are still alive.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.batching_file import write_batching_file
+from harness.errors import UserError
+from harness.points import ServerConfig
+from harness.replicas import PROMETHEUS_PATH, ReplicaSet, start_replicas
+from harness.server_process import REFERENCE_SERVER
+from harness.spec import SweepSpec
+
+TFSERVING_BINARY = "tensorflow_model_server"
+
+
+@dataclass
+class RunningTarget:
+    """A target ready for load. ``replicas`` is None for external targets (nothing to stop)."""
+
+    grpc: list[str]  # grpc://host:port per replica
+    rest: list[str]  # http://host:port per replica
+    metrics: list[str]  # Prometheus URL per replica (empty: no server figures)
+    replicas: ReplicaSet | None = None
+    flags: list[str] = field(default_factory=list)
+
+    def addresses(self, protocol: str) -> tuple[str, ...]:
+        return tuple(self.grpc if protocol == "grpc" else self.rest)
+
+    def exited(self) -> list[tuple[int, int]]:
+        return self.replicas.exited() if self.replicas else []
+
+    def log_tail(self) -> str | None:
+        return self.replicas.log_tail() if self.replicas else None
+
+    def stop(self) -> None:
+        if self.replicas is not None:
+            self.replicas.stop()
+
+
+def server_command(spec: SweepSpec) -> tuple[str, ...]:
+    """The server program for a reference or tfserving target; UserError if it is missing."""
+    if spec.target.kind == "reference":
+        return REFERENCE_SERVER
+    binary = spec.target.binary or shutil.which(TFSERVING_BINARY)
+    if not binary or not Path(binary).exists():
+        where = spec.target.binary or f"{TFSERVING_BINARY} on PATH"
+        raise UserError(f"target.binary: cannot find {where}")
+    return (binary,)
+
+
+def server_flags(
+    spec: SweepSpec, config: ServerConfig, model_base: Path, folder: Path
+) -> list[str]:
+    """tensorflow_model_server flags for one configuration; its batching file goes in
+    ``folder`` (TF Serving's text format, kept in the run folder as a record)."""
+    flags = [
+        f"--model_name={spec.model.served_name}",
+        f"--model_base_path={Path(model_base).resolve()}",
+    ]
+    if config.batching is not None:
+        path = write_batching_file(folder / "batching_parameters.txt", config.batching)
+        flags += ["--enable_batching=true", f"--batching_parameters_file={path.resolve()}"]
+    return [*flags, *spec.target.server_flags]
+
+
+def start_target(
+    spec: SweepSpec,
+    config: ServerConfig,
+    *,
+    model_base: Path | None,
+    folder: Path,
+    command: Sequence[str] = (),
+) -> RunningTarget:
+    """Start (or, for external targets, describe) the target for ``config``."""
+    if spec.target.kind == "external":
+        return external_target(spec)
+    assert model_base is not None
+    folder.mkdir(parents=True, exist_ok=True)
+    flags = server_flags(spec, config, model_base, folder)
+    replicas = start_replicas(
+        flags,
+        config.replicas,
+        command=tuple(command) or server_command(spec),
+        ready_timeout=spec.target.ready_timeout_s,
+        config_dir=folder,
+    )
+    return RunningTarget(
+        grpc=[f"grpc://{target}" for target in replicas.grpc_targets],
+        rest=replicas.rest_urls,
+        metrics=replicas.metrics_urls,
+        replicas=replicas,
+        flags=flags,
+    )
+
+
+def external_target(spec: SweepSpec) -> RunningTarget:
+    endpoints = spec.target.endpoints
+    metrics = [
+        e.metrics or (e.rest.rstrip("/") + PROMETHEUS_PATH if e.rest else None) for e in endpoints
+    ]
+    return RunningTarget(
+        grpc=[_with_scheme(e.grpc, "grpc://") for e in endpoints if e.grpc],
+        rest=[e.rest.rstrip("/") for e in endpoints if e.rest],
+        # All or nothing: figures from some replicas only would misstate the whole.
+        metrics=[url for url in metrics if url] if all(metrics) else [],
+    )
+
+
+def _with_scheme(address: str, scheme: str) -> str:
+    return address if "://" in address else scheme + address
