@@ -11,6 +11,7 @@ from harness.errors import UserError
 
 # Exit codes: 0 success, 1 failure of the thing measured (later: a regression), 2 usage/data error.
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT
 
 
 def _make_model(args: argparse.Namespace) -> int:
@@ -43,6 +44,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from harness.results import ResultStore
     from harness.spec import load_preset, load_spec
     from harness.sweep import run_sweep
 
@@ -52,6 +54,10 @@ def _sweep(args: argparse.Namespace) -> int:
     out = Path(args.resume or args.out) if (args.resume or args.out) else None
     run_dir = run_sweep(spec, out, resume=bool(args.resume), report=not args.no_report)
     print(f"run folder: {run_dir}")
+    if ResultStore.open(run_dir).run_info().get("interrupted"):
+        where = args.spec or f"--preset {args.preset}"
+        print(f"interrupted; carry on with: batchbench sweep {where} --resume {run_dir}")
+        return EXIT_INTERRUPTED
     return 0
 
 
@@ -59,6 +65,173 @@ def _serve(args: argparse.Namespace) -> int:
     from harness.serve import serve
 
     return serve(args.server_flags, args.replicas, ready_timeout=args.ready_timeout)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from harness.report import write_report
+    from harness.report.render import PNG_FILE
+    from harness.report.screenshot import capture
+
+    html = write_report(Path(args.run_dir))
+    print(f"report: {html}")
+    if not args.screenshot:
+        return 0
+    check = capture(html, html.with_name(PNG_FILE))
+    print(f"screenshot: {check.png} ({check.width}x{check.height})")
+    for problem in [*check.console_errors, *(f"request: {u}" for u in check.outside_requests)]:
+        print(f"batchbench: report problem: {problem}", file=sys.stderr)
+    return 0 if check.clean else 1
+
+
+# --- recommend, compare, ci ---------------------------------------------------------------------
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from harness import recommend as rec
+
+    data = rec.load_run(Path(args.run_dir))
+    slo = rec.merged_slo(
+        rec.default_slo(data.spec),
+        p99_ms=args.slo_p99_ms,
+        error_rate=args.max_error_rate,
+        constraints=args.constraint,
+    )
+    objective = rec.parse_objective(args.objective) if args.objective else None
+    result = rec.recommend(data, slo=slo, objective=objective, top=args.top)
+    paths = rec.write_recommendation(result, Path(args.run_dir))
+    print(result.sentence)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return EXIT_USAGE if result.status == "no_candidates" else 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from harness import compare
+
+    thresholds = compare.parse_thresholds(
+        args.threshold_throughput, args.threshold_p99, args.threshold
+    )
+    base, current = compare.load_side(args.base), compare.load_side(args.current)
+    result = compare.compare_sides(base, current, thresholds, seed=args.seed)
+    out = Path(args.out) if args.out else _compare_out(current)
+    paths = compare.write_outputs(result, out)
+    if args.step_summary:
+        compare.append_step_summary(result, Path(args.step_summary))
+    print(compare.summary_line(result))
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0 if result.passed else 1
+
+
+def _compare_out(current) -> Path:
+    """Compare's files go beside CURRENT's points (a run folder), else the working folder."""
+    return Path(current.label) if current.kind == "run" else Path.cwd()
+
+
+def _ci(args: argparse.Namespace) -> int:
+    from harness import compare
+    from harness.ci import run_ci
+
+    thresholds = compare.parse_thresholds(
+        args.threshold_throughput, args.threshold_p99, args.threshold
+    )
+    return run_ci(
+        Path(args.out) if args.out else None,
+        Path(args.baseline) if args.baseline else None,
+        update=args.update_baseline,
+        thresholds=thresholds,
+        step_summary=Path(args.step_summary) if args.step_summary else None,
+    )
+
+
+def _number(low: float, high: float | None = None):
+    """An argparse type: a number in [low, high] (or > low when high is None)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        ok = low <= value <= high if high is not None else value > low
+        if not ok:
+            want = f"between {low:g} and {high:g}" if high is not None else f"> {low:g}"
+            raise argparse.ArgumentTypeError(f"expects a number {want}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_threshold_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threshold-throughput",
+        type=_number(0, 1),
+        help="relative throughput drop that counts (default 0.05)",
+    )
+    parser.add_argument(
+        "--threshold-p99", type=_number(0, 10), help="relative p99 rise that counts (default 0.10)"
+    )
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="METRIC=FRACTION",
+        help="also gate another metric, e.g. latency_p50_ms=0.1 (repeatable)",
+    )
+    parser.add_argument(
+        "--step-summary",
+        metavar="PATH",
+        help='append the Markdown summary to PATH (in GitHub Actions: "$GITHUB_STEP_SUMMARY")',
+    )
+
+
+def _add_gate_commands(commands) -> None:
+    recommend = commands.add_parser(
+        "recommend",
+        help="rank a run's points and write recommendation.json and batching_parameters.txt",
+    )
+    recommend.add_argument("run_dir", metavar="RUN", help="the run folder")
+    recommend.add_argument("--slo-p99-ms", type=_number(0), help="p99 latency bound (ms)")
+    recommend.add_argument("--max-error-rate", type=_number(0, 1), help="error rate bound")
+    recommend.add_argument(
+        "--constraint",
+        action="append",
+        default=[],
+        metavar="METRIC<=X|METRIC>=X",
+        help="a bound on any metric ID, e.g. latency_p95_ms<=20 (repeatable)",
+    )
+    recommend.add_argument(
+        "--objective",
+        metavar="maximize:ID|minimize:ID|weights:ID=W,...",
+        help="default: the spec's (maximise throughput_rps)",
+    )
+    recommend.add_argument("--top", type=int, default=3, help="runners-up to name (default 3)")
+    recommend.set_defaults(run=_recommend)
+
+    compare = commands.add_parser(
+        "compare",
+        help="compare two runs (or a baseline file); exit 1 on a regression beyond noise",
+    )
+    compare.add_argument("base", help="the run folder or baseline JSON compared against")
+    compare.add_argument("current", help="the run folder (or baseline JSON) to check")
+    compare.add_argument(
+        "--out", help="where compare.json/.md/-junit.xml go (default: CURRENT's run folder)"
+    )
+    compare.add_argument("--seed", type=int, default=20240601, help="bootstrap seed")
+    _add_threshold_options(compare)
+    compare.set_defaults(run=_compare)
+
+    ci = commands.add_parser(
+        "ci", help="run the ci preset and compare it with the baseline file in this repo"
+    )
+    ci.add_argument(
+        "--baseline", help="baseline file (default: .batchbench/ci-baseline.json in this repo)"
+    )
+    ci.add_argument(
+        "--update-baseline", action="store_true", help="keep this run as the new baseline"
+    )
+    ci.add_argument("--out", help="the run folder (default: reports/<run-id>)")
+    _add_threshold_options(ci)
+    ci.set_defaults(run=_ci)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,21 +277,39 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run N reference-server replicas as one service until Ctrl-C",
+        usage="batchbench serve [--replicas N] [--ready-timeout S] --model_name=M "
+        "--model_base_path=P [other reference-server flags]",
         description="Start N reference-server replicas with the given tensorflow_model_server "
         "flags (each gets free ports and its share of the cores), wait until all are "
         "AVAILABLE, print the endpoints, stop all on Ctrl-C or SIGTERM.",
     )
     serve.add_argument("--replicas", type=int, default=1)
     serve.add_argument("--ready-timeout", type=float, default=120.0, help="seconds")
-    serve.add_argument(
-        "server_flags", nargs=argparse.REMAINDER, help="reference-server flags, e.g. --model_name=m"
+    # Every other argument is a reference-server flag (--model_name=m ...): see main().
+    serve.set_defaults(run=_serve, takes_server_flags=True)
+
+    report = commands.add_parser(
+        "report", help="write RUN/report.html (and report.json) from a run folder"
     )
-    serve.set_defaults(run=_serve)
+    report.add_argument("run_dir", metavar="RUN", help="the run folder")
+    report.add_argument(
+        "--screenshot",
+        action="store_true",
+        help="also save RUN/report.png from headless Chromium (fails on console errors or "
+        "requests outside the file)",
+    )
+    report.set_defaults(run=_report)
+
+    _add_gate_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_server_flags", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.server_flags = extra
     try:
         return args.run(args)
     except UserError as exc:
@@ -126,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("batchbench: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -171,6 +171,8 @@ def _loop(sweep: Sweep, strategy: Strategy, interrupt: Interrupt) -> None:
         strategy.observe(point, _summary(result))
         if isinstance(strategy, MaxRateSearch):
             _write_searches(sweep.store, strategy)
+    if isinstance(strategy, MaxRateSearch):
+        _write_searches(sweep.store, strategy)  # a search's outcome is set after its last probe
 
 
 def _summary(result: PointResult) -> dict[str, float] | None:

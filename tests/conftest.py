@@ -46,3 +46,9 @@ def tfserving_testdata() -> Path:
     if not TESTDATA.is_dir():
         pytest.skip(f"TF Serving test data not available: {TESTDATA}")
     return TESTDATA
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """A session-wide folder of built-in models, built on first use (ensure_model)."""
+    return tmp_path_factory.mktemp("models")

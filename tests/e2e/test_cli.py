@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.results import ResultStore
 from tests.conftest import shared_testdata
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,8 +86,16 @@ def test_make_model_rejects_an_unknown_model_with_the_valid_names(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_serves_and_answers_over_grpc_and_rest(tmp_path):
-    result = batchbench("demo", "--out", str(tmp_path))
-    assert result.returncode == 0, result.stderr + result.stdout
-    assert "gRPC Predict" in result.stdout
-    assert "REST predict" in result.stdout and "'predictions'" in result.stdout
+def test_demo_runs_the_default_sweep_and_ends_with_the_run_folder(demo_run):
+    completed, run_dir = demo_run
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    last_lines = completed.stdout.strip().splitlines()[-2:]
+    assert any(line == f"run folder: {run_dir.resolve()}" for line in last_lines)
+    points = ResultStore.open(run_dir).load_points()
+    planned = ResultStore.open(run_dir).planned_points()
+    assert len(points) == len(planned) == 20  # 3 x 3 x 2 batched + 2 baselines
+    ok = [p for p in points if p.status == "ok"]
+    assert len(ok) == 20, [(p.key, p.reason) for p in points if p.status != "ok"]
+    batched = [p for p in ok if p.point.batching is not None]
+    assert all(p.metrics["batch_size_mean"] >= 1 for p in batched)
+    assert all(p.telemetry["replica_requests"] for p in ok)

@@ -1,0 +1,243 @@
+"""``batchbench sweep`` as a user runs it: real servers, real Locust, the run folder on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.model_zoo import ensure_model
+from harness.results import ResultStore
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+WINDOWS = {
+    "warmup_s": 1,
+    "window_s": 1,
+    "stability_tolerance": 0.5,
+    "stable_windows": 3,
+    "max_windows": 4,
+    "min_requests": 20,
+}
+
+
+def write_spec(folder: Path, **spec) -> Path:
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump({"measurement": WINDOWS, **spec}))
+    return path
+
+
+def sweep_command(spec: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "harness", "sweep", str(spec), "--out", str(out), *extra]
+
+
+def run_sweep(spec: Path, out: Path, *extra: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        sweep_command(spec, out, *extra),
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=REPO,
+        env=env,
+    )
+
+
+def points_by_key(run: Path) -> dict:
+    return {result.key: result for result in ResultStore.open(run).load_points()}
+
+
+FAKE_TFS = """#!/bin/sh
+# A stand-in tensorflow_model_server: records its command line, then runs the reference server
+# with exactly those flags. One configuration never starts; another dies while it serves.
+echo "$@" >> "{log}"
+case "$*" in
+  *mbs16-*) echo "fake: cannot start this configuration" >&2; exit 3 ;;
+  *mbs4-*) exec timeout -s KILL 9 "{python}" -m reference_server "$@" ;;
+esac
+exec "{python}" -m reference_server "$@"
+"""
+
+
+def test_tfserving_target_flags_files_and_failing_points(tmp_path, models_dir):
+    """The tfserving target runs the binary from PATH with TF Serving's flags and files; a
+    configuration whose server never starts, and one whose server dies mid-point, each fail
+    that point only, with the reason and the log; the others are measured."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "tensorflow_model_server"
+    log = tmp_path / "fake-calls.txt"
+    fake.write_text(FAKE_TFS.format(log=log, python=sys.executable))
+    fake.chmod(0o755)
+    base = ensure_model(models_dir, "mlp")
+    spec = write_spec(
+        tmp_path,
+        name="fake-tfs",
+        target={"kind": "tfserving"},
+        model={"base_path": str(base), "name": "mlp"},
+        server={
+            "batching": {
+                "max_batch_size": [8, 16, 4],
+                "batch_timeout_micros": [500],
+                "max_enqueued_batches": [32],
+            }
+        },
+        load={"concurrency": [8]},
+        measurement={**WINDOWS, "max_windows": 12, "stability_tolerance": 0.01},
+    )
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    out = tmp_path / "run"
+    completed = run_sweep(spec, out, "--no-report", env=env)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+    points = points_by_key(out)
+    assert len(points) == 3
+    ok = points["mbs8-bt500-meb32-r1-grpc-c8-rep0"]
+    assert ok.status == "ok" and ok.metrics["throughput_rps"] > 0
+    assert ok.telemetry["batches"] > 0 and ok.metrics["batch_size_mean"] >= 1
+    never = points["mbs16-bt500-meb32-r1-grpc-c8-rep0"]
+    assert never.status == "failed" and "did not start" in never.reason
+    assert "fake: cannot start this configuration" in never.log_tail
+    died = points["mbs4-bt500-meb32-r1-grpc-c8-rep0"]
+    assert died.status == "failed"  # killed while measured (or, on a slow machine, earlier)
+    assert died.log_tail
+
+    calls = log.read_text().splitlines()
+    assert len(calls) == 3
+    flags = dict(arg.split("=", 1) for arg in calls[0].split())
+    assert flags["--model_name"] == "mlp"
+    assert flags["--enable_batching"] == "true"
+    batching = Path(flags["--batching_parameters_file"]).read_text()
+    assert "max_batch_size { value: 8 }" in batching
+    assert "batch_timeout_micros { value: 500 }" in batching
+    monitoring = Path(flags["--monitoring_config_file"]).read_text()
+    assert "prometheus_config" in monitoring and "enable: true" in monitoring
+    assert int(flags["--port"]) > 0 and int(flags["--rest_api_port"]) > 0
+    assert int(flags["--tensorflow_intra_op_parallelism"]) >= 1
+
+    csv = (out / "results.csv").read_text().splitlines()
+    assert len(csv) == 4 and csv[0].startswith("key,status")
+    run = json.loads((out / "run.json").read_text())
+    assert run["interrupted"] is False and run["finished_at"]
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_killed_sweep_resumes_and_keeps_every_point_once(tmp_path, models_dir):
+    base = ensure_model(models_dir, "mlp")
+    spec = write_spec(
+        tmp_path,
+        name="resume",
+        model={"base_path": str(base), "name": "mlp"},
+        server={"enable_batching": [False]},
+        load={"concurrency": [2, 4, 6]},
+    )
+    out = tmp_path / "run"
+    harness = subprocess.Popen(
+        sweep_command(spec, out, "--no-report"),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        points_dir = out / "points"
+        wait_for(lambda: len(list(points_dir.glob("*.json"))) >= 1, 240, "the first point")
+    finally:
+        harness.send_signal(signal.SIGKILL)
+        harness.wait()
+    first = {p.name: p.read_bytes() for p in (out / "points").glob("*.json")}
+    assert 1 <= len(first) < 3
+
+    completed = run_sweep(spec, out, "--resume", str(out), "--no-report")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert f"resuming: {len(first)} points already done" in completed.stdout
+    files = sorted(p.name for p in (out / "points").glob("*.json"))
+    assert files == [f"nobatch-r1-grpc-c{c}-rep0.json" for c in (2, 4, 6)]
+    for name, content in first.items():
+        assert (out / "points" / name).read_bytes() == content  # not measured again
+    assert all(r.status == "ok" for r in points_by_key(out).values())
+
+
+def test_first_ctrl_c_finishes_the_current_point_then_stops(tmp_path, models_dir):
+    base = ensure_model(models_dir, "mlp")
+    spec = write_spec(
+        tmp_path,
+        name="interrupt",
+        model={"base_path": str(base), "name": "mlp"},
+        server={"enable_batching": [False]},
+        load={"concurrency": [2, 4, 6]},
+    )
+    out = tmp_path / "run"
+    harness = subprocess.Popen(
+        sweep_command(spec, out, "--no-report"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    for line in harness.stdout:
+        lines.append(line)
+        if line.startswith("[1/3]"):
+            break
+    time.sleep(1.0)  # inside the first point's measurement
+    harness.send_signal(signal.SIGINT)
+    output, _ = harness.communicate(timeout=120)
+    assert harness.returncode == 130, "".join(lines) + output
+    assert "finishing the current point" in output
+    assert "--resume" in output  # how to carry on
+    run = json.loads((out / "run.json").read_text())
+    assert run["interrupted"] is True
+    done = points_by_key(out)
+    assert list(done) == ["nobatch-r1-grpc-c2-rep0"]
+    assert done["nobatch-r1-grpc-c2-rep0"].status == "ok"
+
+
+def test_find_max_rate_finds_the_capacity_of_a_known_server(tmp_path, models_dir):
+    """The synthetic model sleeps 20 ms per batch; one batch thread with batches of one row
+    serves at most 50 requests/s. The search must land within 10% of that."""
+    base = ensure_model(models_dir, "synthetic", {"fixed_ms": 20.0, "per_item_ms": 0.0})
+    spec = write_spec(
+        tmp_path,
+        name="maxrate",
+        model={"base_path": str(base), "name": "synthetic"},
+        server={
+            "batching": {
+                "max_batch_size": [1],
+                "batch_timeout_micros": [0],
+                "num_batch_threads": [1],
+                "max_enqueued_batches": [16],
+            }
+        },
+        load={
+            "arrival": "constant",
+            "find_max_rate": {
+                "slo": {"latency_p99_ms": 400, "error_rate": 0.001},
+                "start_rps": 30,
+                "precision": 0.05,
+            },
+        },
+        measurement={**WINDOWS, "window_s": 2, "warmup_s": 1, "stable_windows": 2},
+    )
+    out = tmp_path / "run"
+    completed = run_sweep(spec, out, "--no-report")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    searches = json.loads((out / "max_rate.json").read_text())["searches"]
+    assert len(searches) == 1
+    found = searches[0]["max_rate_rps"]
+    assert found is not None and 45 <= found <= 55, searches[0]["probes"]
+    probes = {p["key"] for p in searches[0]["probes"]}
+    assert probes == set(points_by_key(out))  # every probe is a stored point
