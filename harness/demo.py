@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.report import write_report
 from harness.results import new_run_id
 from harness.spec import load_preset
 from harness.sweep import run_sweep
@@ -19,9 +20,8 @@ DEMO_PRESET = "default"
 def run_demo(out: Path) -> Path:
     """Run the default sweep into ``out/<run-id>``; returns the run folder."""
     spec = load_preset(DEMO_PRESET)
-    run_dir = run_sweep(spec, Path(out) / new_run_id(spec.name))
+    run_dir = run_sweep(spec, Path(out) / new_run_id(spec.name), report=False)
+    report = write_report(run_dir)
     print(f"run folder: {run_dir.resolve()}")
-    report = run_dir / "report.html"
-    if report.exists():
-        print(f"report: {report.resolve()}")
+    print(f"report: {report.resolve()}")
     return run_dir

@@ -25,6 +25,7 @@ from harness.measure import measure_point
 from harness.model_zoo import ensure_model
 from harness.points import Point, ServerConfig, expand_matrix
 from harness.progress import SweepProgress, make_progress
+from harness.report import write_report
 from harness.results import PointResult, ResultStore, new_run_id
 from harness.spec import SweepSpec
 from harness.strategies import GridStrategy, MaxRateSearch, Strategy
@@ -154,7 +155,8 @@ def run_sweep(
         sweep.progress.close()
         _finish(store, interrupted)
     if report:
-        _write_report(store.root)
+        path = write_report(store.root)
+        print(f"report: {path}", flush=True)
     return store.root
 
 
@@ -229,15 +231,6 @@ def _finish(store: ResultStore, interrupted: bool) -> None:
     info = store.run_info()
     info.update(finished_at=_now(), interrupted=interrupted)
     store.write_run_info(info)
-
-
-def _write_report(run_dir: Path) -> None:
-    """The HTML report, when the report package is installed alongside."""
-    try:
-        from harness.report import write_report
-    except ImportError:
-        return
-    write_report(run_dir)
 
 
 def _now() -> str:

@@ -1,0 +1,755 @@
+"""The report's content as plain data: a pure function of a run folder's files.
+
+``load_run`` reads the folder (the only I/O here); ``report_data`` turns what was read into one
+JSON-ready dict, section by section, which the template renders and ``report.json`` keeps. The
+report never ranks configurations itself: the recommendation and the Pareto front come from
+``harness.recommend`` (or the ``recommendation.json`` it wrote); this module only arranges the
+measured figures so they can be plotted and tabled.
+
+Vocabulary: a *configuration* is a server configuration (batching parameters and replicas) on one
+protocol; a *setting* is a configuration at one load, its repeats averaged; a *point* is one
+stored measurement.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from harness.errors import UserError
+from harness.metrics import METRICS, metric, slo_misses
+from harness.points import Point, ServerConfig
+from harness.recommend import group_key
+from harness.report import recommendation as recommendation_source
+from harness.results import PointResult, ResultStore, json_safe, read_json
+
+REPORT_SCHEMA_VERSION = 1
+RECOMMENDATION_FILE = "recommendation.json"
+COMPARE_FILE = "compare.json"
+MAX_RATE_FILE = "max_rate.json"
+
+PERCENTILES = ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_p999_ms")
+TOP_CONFIGS = 5
+LOG_TAIL_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """What a run folder holds, read: the input of :func:`report_data`."""
+
+    run_info: dict[str, Any]
+    results: list[PointResult]
+    recommendation: dict[str, Any] | None = None
+    compare: dict[str, Any] | None = None
+    max_rate: dict[str, Any] | None = None
+    root: Path | None = None  # where the files came from (for the recommender's command lines)
+
+
+def load_run(run_dir: Path) -> RunFiles:
+    """Read a run folder; UserError when it is not one (or a file in it is unreadable)."""
+    store = ResultStore.open(Path(run_dir))
+    return RunFiles(
+        run_info=store.run_info(),
+        results=store.load_points(),
+        recommendation=_optional_json(store.root / RECOMMENDATION_FILE),
+        compare=_optional_json(store.root / COMPARE_FILE),
+        max_rate=_optional_json(store.root / MAX_RATE_FILE),
+        root=store.root,
+    )
+
+
+def _optional_json(path: Path) -> dict[str, Any] | None:
+    return read_json(path) if path.is_file() else None
+
+
+def build_report_data(run_dir: Path) -> dict[str, Any]:
+    """The report's data for a run folder (what ``report.json`` holds)."""
+    return report_data(load_run(run_dir))
+
+
+def report_data(files: RunFiles) -> dict[str, Any]:
+    """Every section's data, JSON-ready (NaN and infinities become null)."""
+    recommendation = recommendation_source.resolve(
+        files.run_info, files.results, files.recommendation, files.max_rate, files.root
+    )
+    context = _Context.of(files, _slo(files.run_info, recommendation))
+    top = _top_configs(context, recommendation)
+    data = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "run": _run_section(files),
+        "slo": context.slo,
+        "objective": _spec_part(files.run_info, "recommend", "objective"),
+        "counts": _counts(files, context),
+        "metrics": {mid: _metric_info(mid) for mid in METRICS},
+        "summary": _summary(context, recommendation),
+        "tradeoff": _tradeoff(context, recommendation),
+        "heatmaps": _heatmaps(context),
+        "latency": _latency(context, top),
+        "batching": _batching(context, top),
+        "points": [_point_row(context, result) for result in files.results],
+        "max_rate": _max_rate_rows(context),
+        "comparison": _comparison(files.compare),
+        "environment": files.run_info.get("environment") or {},
+        "spec": files.run_info.get("spec") or {},
+        "spec_yaml": yaml.safe_dump(files.run_info.get("spec") or {}, sort_keys=False),
+    }
+    return json_safe(data)
+
+
+# --- the context: points grouped once -----------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    """The run's points grouped into configurations and settings, with the SLO to judge them."""
+
+    points: list[PointResult]
+    slo: dict[str, float]
+    load_kind: str
+    labels: dict[str, str]  # config id -> human label
+    configs: dict[str, Point]  # config id -> a representative point
+    settings: list[dict[str, Any]]  # one per (config, load), repeats averaged
+    searches: dict[str, dict[str, Any]]  # config id -> max-rate search summary
+    external: bool = False  # an external server: its batching parameters are unknown
+
+    @classmethod
+    def of(cls, files: RunFiles, slo: dict[str, float]) -> _Context:
+        points = list(files.results)
+        planned = [Point.from_dict(p) for p in files.run_info.get("points", [])]
+        every = planned + [r.point for r in points]
+        configs = {config_id(p): p for p in every}
+        external = _is_external(files.run_info)
+        labels = config_labels(configs, external=external)
+        settings = _settings(points, slo, labels)
+        searches = _searches(files.max_rate, labels)
+        load_kind = every[0].load_kind if every else "concurrency"
+        return cls(points, slo, load_kind, labels, configs, settings, searches, external)
+
+    @property
+    def find_max_rate(self) -> bool:
+        return bool(self.searches)
+
+
+def config_id(point: Point) -> str:
+    """The configuration a point belongs to: its server configuration and protocol."""
+    return f"{point.server.key}-{point.protocol}"
+
+
+def _slo(run_info: Mapping[str, Any], rec: Mapping[str, Any]) -> dict[str, float]:
+    """The constraints the recommendation was made under; else the spec's (search's, then
+    ``recommend.slo`` over it, as the recommender merges them)."""
+    if rec.get("constraints"):
+        return {c["metric"]: float(c["bound"]) for c in rec["constraints"]}
+    search = _spec_part(run_info, "load", "find_max_rate", "slo") or {}
+    return {**search, **(_spec_part(run_info, "recommend", "slo") or {})}
+
+
+def _is_external(run_info: Mapping[str, Any]) -> bool:
+    return _spec_part(run_info, "target", "kind") == "external"
+
+
+def _spec_part(run_info: Mapping[str, Any], *path: str) -> Any:
+    node: Any = run_info.get("spec") or {}
+    for name in path:
+        node = node.get(name) if isinstance(node, Mapping) else None
+    return node
+
+
+# --- labels -------------------------------------------------------------------------------------
+
+_SHORT = {
+    "max_batch_size": "mbs",
+    "batch_timeout_micros": "timeout",
+    "num_batch_threads": "threads",
+    "max_enqueued_batches": "queue",
+    "allowed_batch_sizes": "sizes",
+    "max_execution_batch_size": "exec",
+    "enable_large_batch_splitting": "split",
+    "pad_variable_length_inputs": "pad",
+    "thread_pool_name": "pool",
+}
+_ALWAYS = ("max_batch_size", "batch_timeout_micros")
+
+
+def config_labels(configs: Mapping[str, Point], external: bool = False) -> dict[str, str]:
+    """Short human labels: max_batch_size and timeout always, other fields where they vary.
+
+    An external server's batching is whatever it was started with, so it is not described.
+    """
+    varying = _varying_fields(p.server for p in configs.values())
+    protocols = {p.protocol for p in configs.values()}
+    labels = {}
+    for cid, point in configs.items():
+        protocol = point.protocol if len(protocols) > 1 else None
+        label = server_label(point.server, varying, protocol)
+        labels[cid] = "external server" + label[label.index(" · ") :] if external else label
+    return labels
+
+
+def _varying_fields(servers: Iterable[ServerConfig]) -> set[str]:
+    seen: dict[str, set[str]] = {}
+    # TF Serving's defaults (nothing set) have their own label and do not count as variation.
+    batched = [s.batching for s in servers if s.batching is not None and s.batching.as_dict()]
+    for params in batched:
+        values = params.as_dict()
+        for name in _SHORT:
+            seen.setdefault(name, set()).add(repr(values.get(name)))
+    return {name for name, values in seen.items() if len(values) > 1}
+
+
+def server_label(server: ServerConfig, varying: set[str], protocol: str | None = None) -> str:
+    """``mbs 32 · 2 ms · 2 replicas``; ``no batching · 1 replica``; ``TF defaults · 1 replica``."""
+    parts = [_batching_label(server, varying)]
+    parts.append(f"{server.replicas} replica{'s' if server.replicas != 1 else ''}")
+    if protocol:
+        parts.append(protocol.upper() if protocol == "rest" else "gRPC")
+    return " · ".join(parts)
+
+
+def _batching_label(server: ServerConfig, varying: set[str]) -> str:
+    if server.batching is None:
+        return "no batching"
+    values = server.batching.as_dict()
+    if not values:
+        return "TF defaults"
+    parts = []
+    for name, short in _SHORT.items():
+        if name not in _ALWAYS and name not in varying:
+            continue
+        value = values.get(name)
+        if name == "batch_timeout_micros":
+            parts.append("timeout default" if value is None else format_micros(value))
+        elif value is None:
+            parts.append(f"{short} default")
+        else:
+            text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+            parts.append(f"{short} {text}")
+    return " · ".join(parts)
+
+
+def format_micros(micros: float) -> str:
+    """A timeout for people: ``0 ms``, ``0.5 ms``, ``5 ms``."""
+    return f"{micros / 1000:g} ms"
+
+
+# --- settings: a configuration at one load, repeats averaged -----------------------------------
+
+
+def _settings(
+    points: Sequence[PointResult], slo: Mapping[str, float], labels: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, float], list[PointResult]] = {}
+    for result in points:
+        if result.status == "ok":
+            groups.setdefault((config_id(result.point), result.point.load), []).append(result)
+    settings = [
+        _setting(cid, load, group, slo, labels[cid]) for (cid, load), group in groups.items()
+    ]
+    return sorted(settings, key=lambda s: (s["label"], s["load"]))
+
+
+def _setting(
+    cid: str,
+    load: float,
+    group: list[PointResult],
+    slo: Mapping[str, float],
+    label: str,
+) -> dict[str, Any]:
+    means = mean_metrics(r.metrics for r in group)
+    point = group[0].point
+    return {
+        "config": cid,
+        "group": group_key(point),
+        "label": label,
+        "load": load,
+        "load_kind": point.load_kind,
+        "replicas": point.replicas,
+        "protocol": point.protocol,
+        "batching": point.batching.as_dict() if point.batching else None,
+        "keys": [r.key for r in group],
+        "repeats": len(group),
+        "stable": all(r.stable for r in group),
+        "valid": all(r.valid for r in group),
+        "meets_slo": (not slo_misses(means, slo)) if slo else None,
+        "metrics": means,
+        "telemetry": merge_telemetry(r.telemetry for r in group),
+    }
+
+
+def mean_metrics(metrics: Iterable[Mapping[str, float | None]]) -> dict[str, float | None]:
+    """Each metric's mean over repeats (missing and NaN figures left out; None if none left)."""
+    frame = pd.DataFrame([{k: _number(v) for k, v in m.items()} for m in metrics])
+    if frame.empty:
+        return {}
+    means = frame.apply(pd.to_numeric, errors="coerce").mean(skipna=True)
+    return {mid: None if pd.isna(value) else float(value) for mid, value in means.items()}
+
+
+def _number(value: Any) -> float:
+    return (
+        float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else math.nan
+    )
+
+
+def merge_telemetry(telemetries: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Repeats' telemetry added up (counts summed, times averaged); None when there is none."""
+    present = [t for t in telemetries if t]
+    if not present:
+        return None
+    buckets: dict[str, int] = {}
+    for telemetry in present:
+        for bucket in telemetry.get("batch_size_buckets") or []:
+            le = str(bucket["le"])
+            buckets[le] = buckets.get(le, 0) + int(bucket["count"])
+    return {
+        "batches": sum(int(t.get("batches") or 0) for t in present),
+        "rows": sum(int(t.get("rows") or 0) for t in present),
+        "padding_rows": sum(int(t.get("padding_rows") or 0) for t in present),
+        "rejected": sum(int(t.get("rejected") or 0) for t in present),
+        "batch_size_buckets": [{"le": le, "count": n} for le, n in buckets.items()],
+        "queue_time_mean_ms": _mean_of(t.get("queue_time_mean_ms") for t in present),
+        "compute_time_mean_ms": _mean_of(t.get("compute_time_mean_ms") for t in present),
+    }
+
+
+def _mean_of(values: Iterable[Any]) -> float | None:
+    numbers = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return sum(numbers) / len(numbers) if numbers else None
+
+
+# --- max-rate searches --------------------------------------------------------------------------
+
+
+def _searches(max_rate: Mapping[str, Any] | None, labels: Mapping[str, str]) -> dict[str, Any]:
+    """Per configuration: the highest passing rate of each repeat's search, and their mean."""
+    out: dict[str, dict[str, Any]] = {}
+    for search in (max_rate or {}).get("searches", []):
+        server = ServerConfig.from_dict(search["server"])
+        cid = f"{server.key}-{search['protocol']}"
+        entry = out.setdefault(cid, {"config": cid, "label": labels.get(cid, cid), "runs": []})
+        entry["runs"].append(
+            {
+                "repeat": search.get("repeat", 0),
+                "max_rate_rps": search.get("max_rate_rps"),
+                "outcome": search.get("outcome"),
+                "probes": len(search.get("probes", [])),
+            }
+        )
+    for entry in out.values():
+        entry["max_rate_rps"] = _mean_of(run["max_rate_rps"] for run in entry["runs"])
+    return out
+
+
+def _max_rate_rows(context: _Context) -> list[dict[str, Any]]:
+    rows = []
+    for entry in context.searches.values():
+        for run in entry["runs"]:
+            rows.append({"config": entry["config"], "label": entry["label"], **run})
+    return sorted(rows, key=lambda r: (r["label"], r["repeat"]))
+
+
+# --- section 1: summary -------------------------------------------------------------------------
+
+
+def _summary(context: _Context, rec: Mapping[str, Any]) -> dict[str, Any]:
+    """The recommender's sentence, gains and files, with the chosen setting's own figures."""
+    setting = _chosen_setting(context, rec)
+    return {
+        "recommendation": rec,
+        "sentence": rec["sentence"],
+        "setting": _setting_brief(setting) if setting else None,
+        "gains": rec["baselines"],
+    }
+
+
+def _chosen_setting(context: _Context, rec: Mapping[str, Any]) -> dict[str, Any] | None:
+    keys = set(rec.get("point_keys") or [])
+    return next((s for s in context.settings if keys.intersection(s["keys"])), None)
+
+
+def _setting_brief(setting: Mapping[str, Any]) -> dict[str, Any]:
+    keep = ("config", "group", "label", "load", "load_kind", "replicas", "protocol", "keys")
+    return {k: setting[k] for k in keep}
+
+
+def is_baseline(batching: Mapping[str, Any] | None) -> bool:
+    return batching is None
+
+
+# --- section 2: throughput vs p99 ---------------------------------------------------------------
+
+
+def _tradeoff(context: _Context, rec: Mapping[str, Any]) -> dict[str, Any]:
+    pareto = set(rec["pareto"])
+    chosen = set(rec["point_keys"])
+    dots = []
+    for s in context.settings:
+        tput, p99 = s["metrics"].get("throughput_rps"), s["metrics"].get("latency_p99_ms")
+        if tput is None or p99 is None:
+            continue
+        dots.append(
+            {
+                "config": s["config"],
+                "label": s["label"],
+                "load": s["load"],
+                "replicas": s["replicas"],
+                "throughput_rps": tput,
+                "latency_p99_ms": p99,
+                "stable": s["stable"],
+                "valid": s["valid"],
+                "meets_slo": s["meets_slo"],
+                "baseline": is_baseline(s["batching"]),
+                "pareto": s["group"] in pareto,
+                "recommended": bool(chosen.intersection(s["keys"])),
+            }
+        )
+    return {
+        "points": dots,
+        "slo_p99_ms": context.slo.get("latency_p99_ms"),
+        "pareto_known": bool(pareto),
+        "load_kind": context.load_kind,
+    }
+
+
+# --- section 3: heatmaps ------------------------------------------------------------------------
+
+
+def _heatmaps(context: _Context) -> list[dict[str, Any]]:
+    """One grid per (replicas, protocol): max_batch_size rows × batch_timeout_micros columns."""
+    if context.external:
+        return []
+    quantity, value_of = _heatmap_quantity(context)
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for s in context.settings:
+        if s["batching"] is not None:
+            groups.setdefault((s["replicas"], s["protocol"]), []).append(s)
+    protocols = {protocol for _, protocol in groups}
+    maps = []
+    for (replicas, protocol), settings in sorted(groups.items()):
+        title = f"{replicas} replica{'s' if replicas != 1 else ''}"
+        if len(protocols) > 1:
+            title += f", {protocol}"
+        grid = _grid(settings, value_of)
+        grid["baseline"] = _baseline_value(context, replicas, protocol, value_of)
+        maps.append({"title": title, "replicas": replicas, "protocol": protocol, **grid})
+    return [{"quantity": quantity, **m} for m in maps]
+
+
+def _heatmap_quantity(context: _Context) -> tuple[str, Any]:
+    """What a cell shows, and how to get it from a setting (None: nothing qualifies)."""
+    if context.find_max_rate:
+
+        def max_rate(s: Mapping[str, Any]) -> float | None:
+            return (context.searches.get(s["config"]) or {}).get("max_rate_rps")
+
+        return "max rate under the SLO (req/s)", max_rate
+    if context.slo:
+        bounds = ", ".join(_bound_text(m, b) for m, b in context.slo.items())
+
+        def under_slo(s: Mapping[str, Any]) -> float | None:
+            return s["metrics"].get("throughput_rps") if s["meets_slo"] and s["valid"] else None
+
+        return f"max throughput under the SLO ({bounds}), req/s", under_slo
+    top_load = max((s["load"] for s in context.settings), default=0)
+
+    def at_load(s: Mapping[str, Any]) -> float | None:
+        return s["metrics"].get("throughput_rps") if s["load"] == top_load else None
+
+    unit = "clients" if context.load_kind == "concurrency" else "req/s offered"
+    return f"throughput at {top_load:g} {unit} (req/s)", at_load
+
+
+def _bound_text(metric_id: str, bound: float) -> str:
+    m = metric(metric_id)
+    sign = "≥" if m.higher_is_better else "≤"
+    return f"{m.header} {sign} {bound:g}{' ' + m.unit if m.unit else ''}"
+
+
+def _grid(settings: list[dict[str, Any]], value_of: Any) -> dict[str, Any]:
+    sizes = sorted({_field(s, "max_batch_size") for s in settings}, key=_default_last)
+    timeouts = sorted({_field(s, "batch_timeout_micros") for s in settings}, key=_default_last)
+    cells = [[None] * len(timeouts) for _ in sizes]
+    for s in settings:
+        value = value_of(s)
+        row, col = (
+            sizes.index(_field(s, "max_batch_size")),
+            timeouts.index(_field(s, "batch_timeout_micros")),
+        )
+        if value is not None and (cells[row][col] is None or value > cells[row][col]):
+            cells[row][col] = value
+    return {
+        "max_batch_size": sizes,
+        "batch_timeout_micros": timeouts,
+        "row_labels": [str(v) if v is not None else "default" for v in sizes],
+        "col_labels": [format_micros(v) if v is not None else "default" for v in timeouts],
+        "cells": cells,
+    }
+
+
+def _field(setting: Mapping[str, Any], name: str) -> Any:
+    return (setting["batching"] or {}).get(name)
+
+
+def _default_last(value: Any) -> tuple[bool, Any]:
+    return (value is None, value or 0)
+
+
+def _baseline_value(context: _Context, replicas: int, protocol: str, value_of: Any) -> Any:
+    values = [
+        value_of(s)
+        for s in context.settings
+        if s["batching"] is None and s["replicas"] == replicas and s["protocol"] == protocol
+    ]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+# --- section 4: latency percentiles against load ------------------------------------------------
+
+
+def _top_configs(context: _Context, rec: Mapping[str, Any]) -> list[str]:
+    """The configurations to detail: the recommendation and its runners-up, else the highest
+    throughput; the unbatched baseline is added as a reference when it was run.
+
+    Choosing what to *show* is not a ranking: without a recommendation the report says that it
+    picked by throughput alone.
+    """
+    picked: list[str] = []
+    for key in [rec["key"], *rec["runners_up"]] if rec["key"] else []:
+        cid = next(
+            (s["config"] for s in context.settings if key in (s["group"], s["config"])), None
+        )
+        if cid and cid not in picked:
+            picked.append(cid)
+    if not picked:
+        peak: dict[str, float] = {}
+        for s in context.settings:
+            tput = s["metrics"].get("throughput_rps") or 0.0
+            peak[s["config"]] = max(peak.get(s["config"], 0.0), tput)
+        picked = sorted(peak, key=lambda cid: -peak[cid])
+    picked = picked[:TOP_CONFIGS]
+    baselines = [s["config"] for s in context.settings if is_baseline(s["batching"])]
+    for cid in dict.fromkeys(baselines):
+        if cid not in picked:
+            picked.append(cid)
+            break
+    return picked
+
+
+def _latency(context: _Context, top: Sequence[str]) -> dict[str, Any]:
+    loads = sorted({s["load"] for s in context.settings})
+    series = []
+    for cid in top:
+        settings = sorted(
+            (s for s in context.settings if s["config"] == cid), key=lambda s: s["load"]
+        )
+        series.append(
+            {
+                "config": cid,
+                "label": context.labels.get(cid, cid),
+                "baseline": context.configs[cid].batching is None,
+                "loads": [s["load"] for s in settings],
+                **{pid: [s["metrics"].get(pid) for s in settings] for pid in PERCENTILES},
+            }
+        )
+    return {
+        "mode": "curves" if len(loads) > 1 else "bars",
+        "load_kind": context.load_kind,
+        "percentiles": list(PERCENTILES),
+        "series": series,
+    }
+
+
+# --- section 5: batching telemetry --------------------------------------------------------------
+
+
+def _batching(context: _Context, top: Sequence[str]) -> dict[str, Any]:
+    """Achieved batch sizes, padding and queue/compute time, per batched setting."""
+    rows = []
+    for s in context.settings:
+        telemetry = s["telemetry"]
+        if s["batching"] is None or not telemetry or not telemetry.get("batches"):
+            continue
+        rows.append(_batching_row(s, telemetry, s["config"] in top))
+    missing = sum(
+        1 for s in context.settings if s["batching"] is not None and not (s["telemetry"] or {})
+    )
+    return {"rows": rows, "without_telemetry": missing}
+
+
+def _batching_row(setting: Mapping[str, Any], telemetry: Mapping[str, Any], top: bool) -> dict:
+    m = setting["metrics"]
+    return {
+        "config": setting["config"],
+        "label": setting["label"],
+        "load": setting["load"],
+        "load_kind": setting["load_kind"],
+        "top": top,
+        "batches": telemetry["batches"],
+        "rows": telemetry["rows"],
+        "batch_size_buckets": _trim_buckets(telemetry["batch_size_buckets"]),
+        "batch_size_mean": m.get("batch_size_mean"),
+        "batch_size_p50": m.get("batch_size_p50"),
+        "padding_ratio": m.get("padding_ratio"),
+        "queue_time_mean_ms": m.get("queue_time_mean_ms", telemetry.get("queue_time_mean_ms")),
+        "compute_time_mean_ms": m.get(
+            "compute_time_mean_ms", telemetry.get("compute_time_mean_ms")
+        ),
+        "rejected_rate": m.get("rejected_rate"),
+        "max_batch_size": _field(setting, "max_batch_size"),
+    }
+
+
+def _trim_buckets(buckets: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Buckets up to the largest non-empty one, each with its size range as a label."""
+    last = max((i for i, b in enumerate(buckets) if b["count"]), default=-1)
+    out, lower = [], 0
+    for bucket in buckets[: last + 1]:
+        le = bucket["le"]
+        upper = None if str(le) == "+Inf" else int(float(le))
+        label = f"> {lower}" if upper is None else _range_label(lower + 1, upper)
+        out.append({"le": le, "label": label, "count": int(bucket["count"])})
+        lower = upper if upper is not None else lower
+    return out
+
+
+def _range_label(low: int, high: int) -> str:
+    return str(high) if low >= high else f"{low}–{high}"
+
+
+# --- section 6: every point ---------------------------------------------------------------------
+
+
+def _point_row(context: _Context, result: PointResult) -> dict[str, Any]:
+    point, stability = result.point, result.stability or {}
+    misses = (
+        slo_misses(result.metrics, context.slo) if context.slo and result.status == "ok" else {}
+    )
+    return {
+        "key": result.key,
+        "config": config_id(point),
+        "label": context.labels.get(config_id(point), config_id(point)),
+        "status": result.status,
+        "valid": result.valid,
+        "invalid_reasons": list(result.invalid_reasons),
+        "stability": stability.get("verdict"),
+        "stability_reason": stability.get("reason"),
+        "meets_slo": None if not context.slo or result.status != "ok" else not misses,
+        "slo_misses": misses,
+        "protocol": point.protocol,
+        "replicas": point.replicas,
+        "batching": point.batching.as_dict() if point.batching else None,
+        "load_kind": point.load_kind,
+        "load": point.load,
+        "repeat": point.repeat,
+        "metrics": {mid: result.metrics.get(mid) for mid in METRICS if mid in result.metrics},
+        "reason": result.reason,
+        "log_tail": (result.log_tail or "")[-LOG_TAIL_CHARS:] or None,
+    }
+
+
+# --- the rest -----------------------------------------------------------------------------------
+
+
+def _run_section(files: RunFiles) -> dict[str, Any]:
+    info = files.run_info
+    spec = info.get("spec") or {}
+    return {
+        "run_id": info.get("run_id"),
+        "name": spec.get("name"),
+        "description": spec.get("description"),
+        "created_at": info.get("created_at"),
+        "finished_at": info.get("finished_at"),
+        "interrupted": info.get("interrupted"),
+        "spec_source": info.get("spec_source"),
+    }
+
+
+def _counts(files: RunFiles, context: _Context) -> dict[str, int]:
+    results = files.results
+    stored = {r.key for r in results}
+    planned = [p for p in files.run_info.get("points", []) if p.get("key")]
+    return {
+        "planned": len(planned),
+        "stored": len(results),
+        "not_measured": sum(1 for p in planned if p["key"] not in stored),
+        "ok": sum(1 for r in results if r.status == "ok"),
+        "failed": sum(1 for r in results if r.status == "failed"),
+        "unstable": sum(1 for r in results if r.status == "ok" and not r.stable),
+        "invalid": sum(1 for r in results if r.status == "ok" and not r.valid),
+        "configurations": len(context.configs),
+    }
+
+
+def _metric_info(metric_id: str) -> dict[str, str]:
+    m = metric(metric_id)
+    return {"label": m.label(), "header": m.header, "unit": m.unit, "direction": m.direction}
+
+
+def _comparison(compare: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """compare.json, rendered generically: its summary fields and its table of rows.
+
+    The rows are its ``rows`` list (one per point and metric) or, failing that, its longest
+    list of mappings; the usual columns come first, every other plain column after them.
+    """
+    if not compare:
+        return None
+    tables = {k: v for k, v in compare.items() if _is_rows(v)}
+    name = "rows" if "rows" in tables else max(tables, key=lambda k: len(tables[k]), default="")
+    rows = tables.get(name, [])
+    columns = list(dict.fromkeys(col for row in rows for col in row if _scalar(row[col])))
+    usual = [c for c in _COMPARE_ORDER if c in columns]
+    ordered = usual or columns
+    summary = {
+        k: v
+        for k, v in compare.items()
+        if k != "schema_version" and (_scalar(v) or _flat_mapping(v))
+    }
+    return {
+        "summary": summary,
+        "columns": ordered,
+        "rows": [[row.get(c) for c in ordered] for row in rows],
+        "verdicts": [str(row.get("verdict") or row.get("status") or "") for row in rows],
+    }
+
+
+_COMPARE_ORDER = (
+    "key",
+    "point",
+    "metric",
+    "base",
+    "current",
+    "change",
+    "ci_low",
+    "ci_high",
+    "verdict",
+    "note",
+)
+
+
+def _is_rows(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _flat_mapping(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(_scalar(v) for v in value.values())
+
+
+def check_run_dir(run_dir: Path) -> Path:
+    """The run folder as a Path; UserError when it does not exist."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"{path} is not a folder; give a run folder (reports/<run-id>)")
+    return path
