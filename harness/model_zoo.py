@@ -226,6 +226,16 @@ def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     os.replace(scratch, path)
 
 
+def model_folder(name: str, options: dict[str, Any] | None = None) -> str:
+    """The folder name ``ensure_model`` uses: ``name`` for the default options,
+    ``name-<hash of the options>`` otherwise."""
+    resolved = resolve_options(name, dict(options or {}))
+    if resolved == resolve_options(name, {}):
+        return name
+    digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{name}-{digest}"
+
+
 def ensure_model(models_dir: Path, name: str, options: dict[str, Any] | None = None) -> Path:
     """The base path of built-in model ``name`` with ``options``, built on first use.
 
@@ -233,12 +243,7 @@ def ensure_model(models_dir: Path, name: str, options: dict[str, Any] | None = N
     ``mlp-<hash>`` otherwise), so sweeps with different options never share a model.
     """
     resolved = resolve_options(name, dict(options or {}))
-    defaults = resolve_options(name, {})
-    folder = name
-    if resolved != defaults:
-        digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
-        folder = f"{name}-{digest}"
-    base = Path(models_dir) / folder
+    base = Path(models_dir) / model_folder(name, resolved)
     if not any(p.name.isdigit() for p in base.glob("*")):
         build_model(name, base, **resolved)
     return base

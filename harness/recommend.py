@@ -16,8 +16,6 @@ highest rate they sustained within the search's SLO (``max_rate.json``), worst r
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -817,12 +815,9 @@ def _model_base_path(spec: SweepSpec, run_dir: Path) -> str:
 def builtin_folder(spec: SweepSpec) -> str:
     """The folder the sweep builds a built-in model in, beside the run folders (the model
     zoo's rule: the model's name for default options, ``name-<hash>`` otherwise)."""
-    name = spec.model.builtin or "model"
-    resolved = spec.model.resolved_options()
-    if resolved == model_zoo.resolve_options(name, {}):
-        return name
-    digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{name}-{digest}"
+    if spec.model.builtin is None:  # an external target: no model of ours
+        return spec.model.served_name
+    return model_zoo.model_folder(spec.model.builtin, spec.model.resolved_options())
 
 
 def _setup_commands(spec: SweepSpec, base_path: str) -> list[str]:
