@@ -66,10 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from reference_server.server import serve  # imports TensorFlow: only once flags are good
 
     try:
-        asyncio.run(serve(flags))
+        finished = asyncio.run(serve(flags))
     except ConfigError as exc:
         print(f"Failed to start server. Error: {exc}", file=sys.stderr)
         return 1
+    if not finished:
+        # A batch still running past --shutdown_grace_seconds must not keep the process alive:
+        # a normal exit would wait for its thread and run TensorFlow's teardown under it.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -47,6 +48,27 @@ BatchHook = Callable[[BatchRecord], None]
 Outcome = tuple[Tensors, BatchStats] | BaseException
 
 _CLOSED = "The batch scheduler is shut down"
+# TF Serving's answers when a task's RunOptions.timeout_in_ms runs out: while it waits in the
+# queue (batching_session.cc) and while its batch runs (DirectSession's WaitForNotification).
+_EXPIRED_IN_QUEUE = "Run() timeout exceeded while waiting in batching queue"
+_EXPIRED_IN_RUN = "Timed out waiting for notification"
+
+# When the current request must be answered by (``time.monotonic()``), or None: TF Serving's
+# RunOptions.timeout_in_ms. A front end sets it (REST: --rest_api_timeout_in_ms; gRPC: the
+# client's deadline) in the request's context, so ``submit`` and unbatched runs see it.
+REQUEST_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "request_deadline", default=None
+)
+
+
+def deadline_expired() -> ServingError:
+    """The error of a task whose deadline passed before its batch started."""
+    return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, _EXPIRED_IN_QUEUE)
+
+
+def deadline_exceeded() -> ServingError:
+    """The error of a task whose deadline passed while it ran."""
+    return ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, _EXPIRED_IN_RUN)
 
 
 class _Ticket:
@@ -56,13 +78,29 @@ class _Ticket:
     hence the lock (created only for split tasks).
     """
 
-    __slots__ = ("future", "inputs", "key", "lock", "loop", "outcomes", "remaining", "rows", "run")
+    __slots__ = (
+        "deadline",
+        "future",
+        "inputs",
+        "key",
+        "lock",
+        "loop",
+        "outcomes",
+        "remaining",
+        "rows",
+        "run",
+        "started",
+    )
 
-    def __init__(self, key: Hashable, inputs: Tensors, run: RunFn, rows: int) -> None:
+    def __init__(
+        self, key: Hashable, inputs: Tensors, run: RunFn, rows: int, deadline: float | None
+    ) -> None:
         self.key = key
         self.inputs = inputs
         self.run = run
         self.rows = rows
+        self.deadline = deadline
+        self.started = False  # set by the worker whose batch takes (a part of) it
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future[tuple[Tensors, BatchStats]] = self.loop.create_future()
         self.remaining = 1
@@ -107,6 +145,11 @@ def _combine(outcomes: list[Outcome | None]) -> Outcome:
     except ValueError as exc:
         return exc
     return outputs, combine_part_stats([stats for _, stats in results])
+
+
+def _all_expired(tickets: list[_Ticket], now: float) -> bool:
+    """Whether every task's deadline has passed (TF's all_tasks_timeout_exceeded)."""
+    return all(t.deadline is not None and t.deadline <= now for t in tickets)
 
 
 def _resolve(results: list[tuple[asyncio.Future, Outcome]]) -> None:
@@ -162,8 +205,14 @@ class BatchScheduler:
         task of a key) is called in a worker thread with the merged inputs. Raises ServingError
         for oversize/queue-full/mismatch; an exception raised by ``run`` goes to every task of
         that batch.
+
+        With a ``REQUEST_DEADLINE`` in the caller's context, the wait ends there, with TF
+        Serving's error for where the task was: RESOURCE_EXHAUSTED while still queued,
+        DEADLINE_EXCEEDED while its batch ran (the batch itself runs on for its other tasks).
+        A batch whose tasks have all expired when a thread takes it is not run at all.
         """
-        ticket = _Ticket(key, inputs, run, task_rows(inputs))
+        deadline = REQUEST_DEADLINE.get()
+        ticket = _Ticket(key, inputs, run, task_rows(inputs), deadline)
         with self._cond:
             if self._closed:
                 raise unavailable(_CLOSED)
@@ -171,7 +220,13 @@ class BatchScheduler:
             ticket.expect_parts(parts)
             if wake:
                 self._cond.notify()
-        return await ticket.future
+        if deadline is None:
+            return await ticket.future
+        try:
+            # On timeout the future is cancelled, so a late result is dropped (see _resolve).
+            return await asyncio.wait_for(ticket.future, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise (deadline_exceeded() if ticket.started else deadline_expired()) from None
 
     def _schedule(self, key: Hashable, ticket: _Ticket) -> tuple[int, bool]:
         """The policy's schedule (under the lock), counting queue-full rejections."""
@@ -192,18 +247,26 @@ class BatchScheduler:
         with self._cond:
             return self._policy.num_tasks
 
-    def close(self) -> None:
-        """Stop the threads; waiting tasks fail with UNAVAILABLE, running batches finish first."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop the threads; waiting tasks fail with UNAVAILABLE, running batches may finish.
+
+        Waits up to ``timeout`` seconds (None: as long as the running batches take) and returns
+        whether every thread has ended. The threads are daemons, so a batch still running after
+        the timeout does not keep the process alive.
+        """
         with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            waiting = self._policy.drain()
-            self._cond.notify_all()
+            if not self._closed:
+                self._closed = True
+                waiting = self._policy.drain()
+                self._cond.notify_all()
+            else:
+                waiting = []
         self._deliver((p, unavailable(_CLOSED)) for p in waiting)
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        others = [t for t in self._threads if t is not threading.current_thread()]
+        for thread in others:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in others)
 
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:
@@ -233,6 +296,11 @@ class BatchScheduler:
         """Run one batch; pair each of its pieces with its outputs and stats, or the error."""
         started = self._clock()
         pieces = batch.pieces
+        tickets = [_ticket(p) for p in pieces]
+        for ticket in tickets:
+            ticket.started = True
+        if _all_expired(tickets, time.monotonic()):  # TF runs no batch that nobody awaits
+            return [(p, deadline_expired()) for p in pieces]
         size = padded_batch_size(self._params.allowed_batch_sizes, batch.size)
         compute = 0.0
         try:

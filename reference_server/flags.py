@@ -98,6 +98,12 @@ class ServerFlags:
     skip_initialize_tpu: bool = False
     enable_grpc_healthcheck_service: bool = False
     enable_serialization_as_tensor_content: bool = False
+    # Our extensions (not tensorflow_model_server flags): security and request limits.
+    auth_token_file: str = ""
+    max_request_bytes: int = 0
+    max_request_rows: int = 0
+    access_log_file: str = ""
+    shutdown_grace_seconds: float = 5.0  # ours too: SIGTERM's grace period
     help: bool = False
 
 
@@ -237,6 +243,31 @@ FLAG_SPECS: tuple[FlagSpec, ...] = (
         "bool",
         "Serialise Predict response tensors into tensor_content.",
     ),
+    # Our extensions, after TF Serving's own flags.
+    FlagSpec(
+        "auth_token_file",
+        "string",
+        "File holding a bearer token; gRPC and REST calls must then send "
+        "'authorization: Bearer TOKEN' (the Prometheus path stays open).",
+    ),
+    FlagSpec(
+        "max_request_bytes",
+        "int64",
+        "Largest request message/body in bytes; 0 or less = no limit.",
+    ),
+    FlagSpec(
+        "max_request_rows", "int64", "Most rows (batch entries) per request; 0 or less = no limit."
+    ),
+    FlagSpec(
+        "access_log_file",
+        "string",
+        "Append one JSON line per request to this file ('-' = stderr); empty = off.",
+    ),
+    FlagSpec(
+        "shutdown_grace_seconds",
+        "float",
+        "On SIGTERM/SIGINT: stop accepting, give in-flight requests this long, then exit 0.",
+    ),
 )
 
 SPECS_BY_NAME: Mapping[str, FlagSpec] = {spec.name: spec for spec in FLAG_SPECS}
@@ -254,7 +285,6 @@ ACCEPTED_WITHOUT_EFFECT: frozenset[str] = frozenset(
         "tensorflow_session_config_file",
         "use_alts_credentials",
         "platform_config_file",
-        "per_process_gpu_memory_fraction",
         "saved_model_tags",
         "num_request_iterations_for_warmup",
         "remove_unused_fields_from_bundle_metagraph",
@@ -410,6 +440,19 @@ def check_combinations(flags: ServerFlags) -> None:
         raise FlagError(
             "Both server_options.model_base_path and server_options.model_config_file are empty!",
             flag="model_base_path",
+        )
+    grace = flags.shutdown_grace_seconds
+    if not math.isfinite(grace) or grace < 0:
+        raise FlagError(
+            f"--shutdown_grace_seconds={grace}: expected 0 or more seconds, e.g. 5",
+            flag="shutdown_grace_seconds",
+        )
+    fraction = flags.per_process_gpu_memory_fraction
+    if not math.isfinite(fraction) or fraction < 0:  # TF would fail later, at the first session
+        raise FlagError(
+            f"--per_process_gpu_memory_fraction={fraction}: expected 0 (grow as needed) "
+            "or a fraction of the GPU's memory above 0, e.g. 0.5",
+            flag="per_process_gpu_memory_fraction",
         )
     if flags.platform_config_file:
         return  # TF Serving skips the session checks below when a platform config is given

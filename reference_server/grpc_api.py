@@ -30,6 +30,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from reference_server.batch_scheduler import REQUEST_DEADLINE
 from reference_server.errors import ServingError, invalid_argument
 from reference_server.inference import (
     SIGNATURE_DEF_FIELD,
@@ -39,6 +40,7 @@ from reference_server.inference import (
 )
 from reference_server.metrics import notify_failure
 from reference_server.model_registry import VersionRecord
+from reference_server.security import RequestLimits
 from reference_server.servable import Signature
 from reference_server.tensor_codec import (
     TensorProtoError,
@@ -62,6 +64,7 @@ TRUNCATED_MARKER = "...TRUNCATED"
 # tensorflow::strings::safe_strto32: optional sign, digits, surrounding whitespace allowed.
 _INT_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 _INT32_RANGE = range(-(2**31), 2**31)
+MAX_RECEIVE_LENGTH = "grpc.max_receive_message_length"
 
 
 def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
@@ -82,14 +85,20 @@ def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
     return arguments
 
 
-def grpc_server_options(channel_arguments: str = "") -> list[tuple[str, int | str]]:
+def grpc_server_options(
+    channel_arguments: str = "", max_request_bytes: int = 0
+) -> list[tuple[str, int | str]]:
     """``grpc.aio.server(options=...)``: our defaults, overridden by ``--grpc_channel_arguments``.
 
     One entry per key, the user's winning. TF Serving appends the user's arguments after its
     own limits and gRPC core's ChannelArgs::FromC keeps the last of duplicate keys; gRPC Python
     (grpcio 1.85) keeps the first, so a plain concatenation would ignore the user's value.
+    ``max_request_bytes`` (> 0) becomes gRPC's receive limit, so gRPC refuses a larger message
+    with RESOURCE_EXHAUSTED before receiving it; an explicit channel argument still wins.
     """
     merged: dict[str, int | str] = dict(GRPC_SERVER_OPTIONS)
+    if 0 < max_request_bytes < 2**31:  # a larger limit is no limit (a message is < 2 GiB)
+        merged[MAX_RECEIVE_LENGTH] = max_request_bytes
     merged.update(parse_channel_arguments(channel_arguments))
     return list(merged.items())
 
@@ -100,10 +109,13 @@ def _channel_value(text: str) -> int | str:
     return text
 
 
-def add_grpc_services(server: grpc.aio.Server, core: InferenceCore) -> None:
-    """Register PredictionService and ModelService, answered by ``core``, on ``server``."""
+def add_grpc_services(
+    server: grpc.aio.Server, core: InferenceCore, limits: RequestLimits | None = None
+) -> None:
+    """Register PredictionService and ModelService, answered by ``core``, on ``server``;
+    ``limits`` bounds the rows of each request."""
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(core), server
+        PredictionServicer(core, limits or RequestLimits()), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core), server)
 
@@ -129,13 +141,24 @@ def rpc(method: Handler) -> Callable[[Any, Any, grpc.aio.ServicerContext], Await
 
     @functools.wraps(method)
     async def handler(self, request, context: grpc.aio.ServicerContext):
+        # TF Serving's enforce_session_run_timeout: the client's deadline bounds the run, so
+        # work nobody waits for any more is dropped from the batch queue.
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        token = REQUEST_DEADLINE.set(deadline)
         try:
             return await method(self, request, context)
         except ServingError as exc:
+            if deadline is not None and time.monotonic() >= deadline:
+                # Past its deadline a client only ever sees gRPC's own DEADLINE_EXCEEDED (as
+                # with TF Serving, which answers later); say the same if we are first.
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
             await context.abort(exc.code, status_message(exc.message))
         except Exception as exc:
             log.exception("%s failed", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, status_message(str(exc)))
+        finally:
+            REQUEST_DEADLINE.reset(token)
 
     return handler
 
@@ -211,8 +234,9 @@ def model_status_response(
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService."""
 
-    def __init__(self, core: InferenceCore) -> None:
+    def __init__(self, core: InferenceCore, limits: RequestLimits | None = None) -> None:
         self._core = core
+        self._limits = limits or RequestLimits()
 
     @rpc
     async def Predict(
@@ -224,6 +248,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             # Resolve before parsing tensors: TF Serving reports a bad model/signature first.
             _, signature = self._core.resolve(spec)
             inputs = decode_inputs(signature, request.inputs)
+            self._limits.check_inputs(inputs)
         except ServingError as exc:  # never reached the core: count it here, as TF Serving does
             notify_failure(self._core.observers, request.model_spec.name, "Predict", exc, started)
             raise
@@ -233,16 +258,19 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @rpc
     async def Classify(self, request: classification_pb2.ClassificationRequest, context):
+        self._limits.check_examples(request.input)
         spec_proto, result = await self._core.classify(request_model_spec(request), request.input)
         return classification_pb2.ClassificationResponse(model_spec=spec_proto, result=result)
 
     @rpc
     async def Regress(self, request: regression_pb2.RegressionRequest, context):
+        self._limits.check_examples(request.input)
         spec_proto, result = await self._core.regress(request_model_spec(request), request.input)
         return regression_pb2.RegressionResponse(model_spec=spec_proto, result=result)
 
     @rpc
     async def MultiInference(self, request, context):
+        self._limits.check_examples(request.input)
         return await self._core.multi_inference(request)
 
     @rpc

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import tensorflow as tf
@@ -25,7 +27,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from reference_server.batch_scheduler import BatchScheduler
+from reference_server.batch_scheduler import REQUEST_DEADLINE, BatchScheduler, deadline_exceeded
 from reference_server.batching import BatchStats
 from reference_server.errors import ServingError, invalid_argument
 from reference_server.model_registry import ModelRegistry, VersionRecord
@@ -35,6 +37,8 @@ CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 PREDICT_METHOD = "tensorflow/serving/predict"
 SIGNATURE_DEF_FIELD = "signature_def"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,12 +100,20 @@ class InferenceCore:
         self.scheduler = scheduler
         # Unbatched, TF Serving runs the session on the RPC thread; a pool keeps the loop free.
         self._executor = ThreadPoolExecutor(max_unbatched_threads, thread_name_prefix="session")
+        self._unbatched: set[Future] = set()  # runs submitted to the pool and not yet done
         self.observers: list[Observer] = []
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop running work: queued work is dropped, running work gets up to ``timeout``
+        seconds (None: as long as it takes). Returns whether nothing is running any more."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        finished = True
         if self.scheduler is not None:
-            self.scheduler.close()
+            finished = self.scheduler.close(timeout)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        _, running = futures_wait(list(self._unbatched), left)
+        return finished and not running
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -201,9 +213,11 @@ class InferenceCore:
         if self.scheduler is not None:
             key = (servable.name, servable.version, signature.name, tuple(sorted(inputs)), aliases)
             return await self.scheduler.submit(key, inputs, run)
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        outputs = await loop.run_in_executor(self._executor, run, inputs)
+        job = self._executor.submit(run, inputs)
+        self._unbatched.add(job)
+        job.add_done_callback(self._unbatched.discard)
+        outputs = await _until_deadline(asyncio.wrap_future(job))
         rows = _rows(inputs)
         return outputs, BatchStats(rows, 0, rows, 0.0, time.perf_counter() - started)
 
@@ -256,6 +270,18 @@ class _Observation:
         )
         for observer in self._observers:
             observer(record)
+
+
+async def _until_deadline(run: Awaitable[T]) -> T:
+    """Await an unbatched run until the request's deadline (TF Serving's session Run timeout:
+    DEADLINE_EXCEEDED); the run itself finishes in its thread, its result unused."""
+    deadline = REQUEST_DEADLINE.get()
+    if deadline is None:
+        return await run
+    try:
+        return await asyncio.wait_for(run, max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        raise deadline_exceeded() from None
 
 
 # -- pure helpers (validation and result building) ---------------------------------------------

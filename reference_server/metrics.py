@@ -12,7 +12,10 @@ Where the values come from:
   latency, runtime latency and, with batching, queuing latency and input batch size;
 - per executed batch (``observe_batch``, the ``BatchScheduler``'s ``on_batch`` hook): processed
   batch size, padding size and our compute time per batch;
-- at scrape time: our queue depth and queue-full rejection count.
+- at scrape time: our queue depth and queue-full rejection count;
+- once at start-up (``describe_device``): the device the models run on, as the info-style
+  gauge ``:batchbench:serving:device_info{device="GPU:0",kind="GPU",name="NVIDIA ..."} 1``
+  (``device="CPU",kind="CPU",name=""`` without a GPU).
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.utils import floatToGoString
 
 from reference_server.batching import BatchRecord
+from reference_server.devices import DeviceReport
 from reference_server.errors import ServingError
 from reference_server.inference import Observer, RequestRecord
 
@@ -99,6 +103,11 @@ class ServerMetrics:
         self._exported[internal] = _Exported(name, "histogram")
         return Histogram(internal, doc, labels, registry=self.registry, buckets=buckets)
 
+    def _gauge(self, name: str, doc: str, labels: Sequence[str]) -> Gauge:
+        internal = _internal_name(name)
+        self._exported[internal] = _Exported(name, "gauge")
+        return Gauge(internal, doc, labels, registry=self.registry)
+
     def _define_request_metrics(self) -> None:
         self.request_count = self._counter(
             _TF + "request_count", "The total number of requests.", ("model_name", "status")
@@ -114,6 +123,11 @@ class ServerMetrics:
             "Distribution of wall time (in microseconds) for Tensorflow runtime.",
             ("model_name", "API", "runtime"),
             LATENCY_BUCKETS_US,
+        )
+        self.device_info = self._gauge(
+            _OURS + "device_info",
+            "The device the models run on (always 1; the labels tell which).",
+            ("device", "kind", "name"),
         )
 
     def _define_batch_metrics(self) -> None:
@@ -155,6 +169,10 @@ class ServerMetrics:
         tasks refused so far because their queue was full."""
         self._queue_depth = queue_depth
         self._rejected_full = rejected_full
+
+    def describe_device(self, report: DeviceReport) -> None:
+        """Export the serving device (set once, when the models' device is known)."""
+        self.device_info.labels(report.device, report.kind, report.description).set(1)
 
     # -- observation ---------------------------------------------------------------------------
 

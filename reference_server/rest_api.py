@@ -10,27 +10,28 @@ http_rest_api_util.cc; the request/response bodies are converted by ``json_tenso
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import unquote
 
-import grpc
 from aiohttp import web
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
 from reference_server import json_tensor
+from reference_server.access_log import note_version
+from reference_server.batch_scheduler import REQUEST_DEADLINE
 from reference_server.errors import ServingError, invalid_argument
 from reference_server.inference import SIGNATURE_DEF_FIELD, InferenceCore, ModelSpec
 from reference_server.metrics import ENTRYPOINT, REST_ENTRYPOINT, notify_failure
 from reference_server.model_registry import VersionRecord
+from reference_server.security import RequestLimits
 from reference_server.servable import DEFAULT_SIGNATURE, TensorInfo
 
 log = logging.getLogger(__name__)
@@ -56,15 +57,26 @@ _JSON_OPTIONS = {"always_print_fields_with_no_presence": True, "preserving_proto
 T = TypeVar("T")
 
 
-def build_rest_app(core: InferenceCore, *, timeout_ms: int = 30000) -> web.Application:
+def build_rest_app(
+    core: InferenceCore,
+    *,
+    timeout_ms: int = 30000,
+    limits: RequestLimits | None = None,
+    middlewares: Iterable = (),
+) -> web.Application:
     """The REST API of ``core`` as an aiohttp application.
 
     ``timeout_ms`` (``--rest_api_timeout_in_ms``) bounds each predict/classify/regress call;
-    0 or less means no limit. Further routes (e.g. Prometheus metrics) may be added to
-    ``app.router`` by the caller, at any path outside ``/v1/``.
+    0 or less means no limit. ``limits`` bounds body bytes and rows per request;
+    ``middlewares`` (e.g. access log, token check) wrap every route. Further routes (e.g.
+    Prometheus metrics) may be added to ``app.router`` by the caller, at any path outside ``/v1/``.
     """
-    api = RestApi(core, timeout_ms=timeout_ms)
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    limits = limits or RequestLimits()
+    api = RestApi(core, timeout_ms=timeout_ms, limits=limits)
+    app = web.Application(
+        client_max_size=limits.max_bytes if limits.max_bytes > 0 else MAX_BODY_BYTES,
+        middlewares=list(middlewares),
+    )
     app.router.add_route("*", API_ROUTE, api.handle)
     return app
 
@@ -146,8 +158,11 @@ Reply = tuple[bytes, Sequence[tuple[str, str]]]
 class RestApi:
     """Answers /v1/ requests from an InferenceCore."""
 
-    def __init__(self, core: InferenceCore, *, timeout_ms: int) -> None:
+    def __init__(
+        self, core: InferenceCore, *, timeout_ms: int, limits: RequestLimits | None = None
+    ) -> None:
         self.core = core
+        self.limits = limits or RequestLimits()
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self._actions: Mapping[str, Callable[[ModelSpec, bytes], Awaitable[Reply]]] = {
             "predict": self.predict,
@@ -160,8 +175,8 @@ class RestApi:
     async def handle(self, request: web.Request) -> web.Response:
         path = request.raw_path.partition("?")[0]
         ENTRYPOINT.set(REST_ENTRYPOINT)  # this handler's task only: labels request_latency
-        body = await request.read()
         try:
+            body = await self._read_body(request)
             route = parse_route(request.method, path)
             payload, headers = await self._actions[route.action](route.spec, body)
             status = 200
@@ -176,32 +191,47 @@ class RestApi:
             body=payload, status=status, content_type="application/json", headers=headers
         )
 
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The body, refused from its Content-Length before reading when over the limit (and
+        by aiohttp's ``client_max_size`` while reading when the length was not sent)."""
+        self.limits.check_body_size(request.content_length)
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise self.limits.body_too_large() from None
+
     async def predict(self, spec: ModelSpec, body: bytes) -> Reply:
         def input_infos(signature_name: str) -> Mapping[str, TensorInfo]:
             return self._signature_inputs(spec, signature_name)
 
-        request = self._decode(
-            spec, "Predict", lambda: json_tensor.decode_predict_request(body, input_infos)
-        )
+        def decode() -> json_tensor.PredictJsonRequest:
+            request = json_tensor.decode_predict_request(body, input_infos)
+            self.limits.check_inputs(request.inputs)
+            return request
+
+        request = self._decode(spec, "Predict", decode)
         spec = dataclasses.replace(spec, signature_name=request.signature_name)
         result = await self._bounded(self.core.predict(spec, request.inputs))
+        note_version(result.servable.version)
         payload = json_tensor.encode_predict_response(result.outputs, row_format=request.row_format)
         return payload, result.stats.as_metadata()
 
     async def classify(self, spec: ModelSpec, body: bytes) -> Reply:
         signature_name, request_input = self._decode(
-            spec, "Classify", lambda: json_tensor.decode_examples_request(body)
+            spec, "Classify", lambda: self._examples_request(body)
         )
         spec = dataclasses.replace(spec, signature_name=signature_name)
-        _, result = await self._bounded(self.core.classify(spec, request_input))
+        spec_proto, result = await self._bounded(self.core.classify(spec, request_input))
+        note_version(spec_proto.version.value)
         return json_tensor.encode_classification_result(result), ()
 
     async def regress(self, spec: ModelSpec, body: bytes) -> Reply:
         signature_name, request_input = self._decode(
-            spec, "Regress", lambda: json_tensor.decode_examples_request(body)
+            spec, "Regress", lambda: self._examples_request(body)
         )
         spec = dataclasses.replace(spec, signature_name=signature_name)
-        _, result = await self._bounded(self.core.regress(spec, request_input))
+        spec_proto, result = await self._bounded(self.core.regress(spec, request_input))
+        note_version(spec_proto.version.value)
         return json_tensor.encode_regression_result(result), ()
 
     async def status(self, spec: ModelSpec, body: bytes) -> Reply:
@@ -209,7 +239,13 @@ class RestApi:
 
     async def metadata(self, spec: ModelSpec, body: bytes) -> Reply:
         model_spec, signatures = self.core.metadata(spec, [SIGNATURE_DEF_FIELD])
+        note_version(model_spec.version.value)
         return metadata_json(model_spec, signatures), ()
+
+    def _examples_request(self, body: bytes):
+        signature_name, request_input = json_tensor.decode_examples_request(body)
+        self.limits.check_examples(request_input)
+        return signature_name, request_input
 
     def _decode(self, spec: ModelSpec, api: str, decode: Callable[[], T]) -> T:
         """``decode()``; a failure never reaches the core, so it is reported to the core's
@@ -231,20 +267,13 @@ class RestApi:
         return signature.inputs
 
     async def _bounded(self, call: Awaitable[T]) -> T:
-        """Await ``call`` within the REST timeout, as TF Serving's RunOptions.timeout_in_ms."""
+        """Await ``call`` with the REST timeout as the request's deadline, as TF Serving's
+        RunOptions.timeout_in_ms: the core stops waiting there, answering RESOURCE_EXHAUSTED
+        (still queued) or DEADLINE_EXCEEDED (running), as TF Serving does."""
         if self.timeout_s is None:
             return await call
-        task = asyncio.ensure_future(call)
+        token = REQUEST_DEADLINE.set(time.monotonic() + self.timeout_s)
         try:
-            # Shielded: the batch or session already under way finishes; only we stop waiting.
-            return await asyncio.wait_for(asyncio.shield(task), self.timeout_s)
-        except TimeoutError:
-            task.add_done_callback(_discard_result)
-            raise ServingError(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "Timed out waiting for notification"
-            ) from None
-
-
-def _discard_result(task: asyncio.Future) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved, so asyncio does not log it as never retrieved
+            return await call
+        finally:
+            REQUEST_DEADLINE.reset(token)

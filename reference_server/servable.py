@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 
+from reference_server.devices import gpu_options
 from reference_server.errors import ServingError, code_from_canonical, failed_precondition
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -68,6 +69,17 @@ def _signature(name: str, sig: meta_graph_pb2.SignatureDef) -> Signature:
 class SessionOptions:
     intra_op_parallelism: int = 0  # 0 = let TensorFlow choose, as tensorflow_model_server
     inter_op_parallelism: int = 0
+    per_process_gpu_memory_fraction: float = 0.0  # 0 = grow as needed (see devices.py)
+
+
+def session_config(options: SessionOptions) -> config_pb2.ConfigProto:
+    """The ConfigProto every servable's session gets (TF Serving's session_config)."""
+    return config_pb2.ConfigProto(
+        intra_op_parallelism_threads=options.intra_op_parallelism,
+        inter_op_parallelism_threads=options.inter_op_parallelism,
+        allow_soft_placement=True,  # ops without a GPU kernel fall back to the CPU
+        gpu_options=gpu_options(options.per_process_gpu_memory_fraction),
+    )
 
 
 class Servable:
@@ -81,14 +93,8 @@ class Servable:
         self.name = name
         self.version = version
         self.path = path
-        config = tf.compat.v1.ConfigProto(
-            intra_op_parallelism_threads=options.intra_op_parallelism,
-            inter_op_parallelism_threads=options.inter_op_parallelism,
-            allow_soft_placement=True,
-        )
-        config.gpu_options.allow_growth = True  # replicas share one GPU
         self._graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=self._graph, config=config)
+        self._session = tf.compat.v1.Session(graph=self._graph, config=session_config(options))
         with self._graph.as_default():
             meta_graph = tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], str(path))
         self.signature_defs = dict(meta_graph.signature_def)

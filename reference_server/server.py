@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,10 @@ from aiohttp import web
 from tensorflow_serving.config import model_server_config_pb2
 
 from reference_server import config_files
+from reference_server.access_log import AccessLog
 from reference_server.batch_scheduler import BatchHook, BatchScheduler
 from reference_server.batching_params import BatchingParameters
+from reference_server.devices import DeviceReport, allow_memory_growth, discover_device
 from reference_server.flags import ServerFlags
 from reference_server.grpc_api import add_grpc_services, grpc_server_options
 from reference_server.inference import InferenceCore
@@ -24,12 +27,11 @@ from reference_server.metrics import CONTENT_TYPE, ServerMetrics
 from reference_server.model_registry import ModelRegistry
 from reference_server.reloading import start_polling
 from reference_server.rest_api import build_rest_app
+from reference_server.security import ServerSecurity
 from reference_server.servable import SessionOptions
 
 log = logging.getLogger("reference_server")
 
-# Seconds in-flight RPCs get to finish on shutdown.
-SHUTDOWN_GRACE_SECONDS = 5.0
 # The batch threads' name, TF Serving's thread_pool_name label on queuing latency.
 BATCH_THREAD_POOL = "model_server"
 
@@ -53,6 +55,7 @@ def session_options(flags: ServerFlags) -> SessionOptions:
     return SessionOptions(
         intra_op_parallelism=flags.tensorflow_intra_op_parallelism or parallelism,
         inter_op_parallelism=flags.tensorflow_inter_op_parallelism or parallelism,
+        per_process_gpu_memory_fraction=flags.per_process_gpu_memory_fraction,
     )
 
 
@@ -123,16 +126,28 @@ class ModelServer:
             ),
         )
         self.core: InferenceCore | None = None
+        self.device: DeviceReport | None = None
         self.metrics: ServerMetrics | None = None
         self._monitoring = monitoring_config(flags)
+        self._security = ServerSecurity.from_flags(flags)  # a bad TLS/token file fails here
+        self._access_log = AccessLog.from_flags(flags)
         self._grpc: grpc.aio.Server | None = None
         self._rest: web.AppRunner | None = None
 
     def load_models(self) -> None:
+        self.device = self._report_device()
         self.registry.load_config(model_server_config(self.flags))
+
+    def _report_device(self) -> DeviceReport:
+        """Log the device the models will run on (before any session claims GPU memory)."""
+        allow_memory_growth(self.flags.per_process_gpu_memory_fraction)
+        device = discover_device()
+        log.info("Serving on device: %s", device.log_text())
+        return device
 
     async def start(self) -> BoundPorts:
         self.core = self._build_core()
+        self._access_log.attach(self.core)
         grpc_port = await self._start_grpc(self.core)
         rest_wanted = self.flags.rest_api_port not in (0, self.flags.port)  # as TF Serving
         rest_port = await self._start_rest(self.core) if rest_wanted else None
@@ -143,6 +158,8 @@ class ModelServer:
         if not self._monitoring.prometheus_enabled:
             return InferenceCore(self.registry, batch_scheduler(self.flags))
         metrics = ServerMetrics(batching=self.flags.enable_batching)
+        if self.device is not None:
+            metrics.describe_device(self.device)
         scheduler = batch_scheduler(self.flags, on_batch=metrics.observe_batch)
         if scheduler is not None:
             metrics.watch_scheduler(scheduler.queue_depth, scheduler.rejected_full)
@@ -152,40 +169,76 @@ class ModelServer:
         return core
 
     async def _start_grpc(self, core: InferenceCore) -> int:
-        options = grpc_server_options(self.flags.grpc_channel_arguments)
-        self._grpc = grpc.aio.server(options=options)
-        add_grpc_services(self._grpc, core)
-        port = self._grpc.add_insecure_port(f"0.0.0.0:{self.flags.port}")
+        security = self._security
+        options = grpc_server_options(self.flags.grpc_channel_arguments, security.limits.max_bytes)
+        interceptors = [*self._access_log.grpc_interceptors(), *security.grpc_interceptors()]
+        self._grpc = grpc.aio.server(options=options, interceptors=interceptors)
+        add_grpc_services(self._grpc, core, security.limits)
+        port = security.add_grpc_port(self._grpc, f"0.0.0.0:{self.flags.port}")
         await self._grpc.start()
         log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", port)
         return port
 
     async def _start_rest(self, core: InferenceCore) -> int:
-        app = build_rest_app(core, timeout_ms=self.flags.rest_api_timeout_in_ms)
+        # The Prometheus path stays open: the harness and Prometheus scrape it without a token.
+        open_paths = {self._monitoring.prometheus_path} if self.metrics is not None else set()
+        app = build_rest_app(
+            core,
+            timeout_ms=self.flags.rest_api_timeout_in_ms,
+            limits=self._security.limits,
+            middlewares=[
+                *self._access_log.rest_middlewares(),
+                *self._security.rest_middlewares(open_paths),
+            ],
+        )
         if self.metrics is not None:
             path = self._monitoring.prometheus_path
             app.router.add_get(path, metrics_route(self.metrics))
             log.info("Exporting Prometheus metrics at %s", path)
-        self._rest = web.AppRunner(app, access_log=None)
+        # In-flight REST calls get the shutdown grace period too (aiohttp's default is 60 s).
+        grace = self.flags.shutdown_grace_seconds
+        self._rest = web.AppRunner(app, access_log=None, shutdown_timeout=grace)
         await self._rest.setup()
         sock = listening_socket(self.flags.rest_api_port)
-        await web.SockSite(self._rest, sock).start()
+        await web.SockSite(self._rest, sock, ssl_context=self._security.rest_ssl_context()).start()
         port = sock.getsockname()[1]
         log.info("Exporting HTTP/REST API at:localhost:%d ...", port)
         return port
 
-    async def stop(self) -> None:
-        if self._grpc is not None:
-            await self._grpc.stop(SHUTDOWN_GRACE_SECONDS)
-        if self._rest is not None:
-            await self._rest.cleanup()
+    async def stop(self, grace: float) -> bool:
+        """Refuse new connections and calls on both front ends at once, give the calls in
+        flight ``grace`` seconds, then release the models.
+
+        Returns False when work was still running after the grace period: the sessions are
+        then left open (closing one under a running batch is not safe) and the caller should
+        exit without waiting for them.
+        """
+        deadline = time.monotonic() + grace
+        await asyncio.gather(self._stop_grpc(grace), self._stop_rest())
+        finished = True
         if self.core is not None:
-            self.core.close()
-        self.registry.close()
+            left = max(0.0, deadline - time.monotonic())
+            finished = await asyncio.to_thread(self.core.close, left)
+        if finished:
+            self.registry.close()
+        self._access_log.close()
+        return finished
+
+    async def _stop_grpc(self, grace: float) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace)  # closes the port now, cancels calls after ``grace``
+
+    async def _stop_rest(self) -> None:
+        if self._rest is not None:
+            await self._rest.cleanup()  # closes the port now, cancels calls after the grace
 
 
-async def serve(flags: ServerFlags) -> None:
-    """Load models, serve until SIGINT/SIGTERM, then shut down cleanly."""
+async def serve(flags: ServerFlags) -> bool:
+    """Load models, serve until SIGINT/SIGTERM, then shut down gracefully.
+
+    Returns whether everything finished within ``--shutdown_grace_seconds``; when not, the
+    caller exits the process without waiting for the work still running.
+    """
     server = ModelServer(flags)
     await asyncio.to_thread(server.load_models)
     await server.start()
@@ -200,7 +253,11 @@ async def serve(flags: ServerFlags) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("Shutting down")
+    grace = flags.shutdown_grace_seconds
+    log.info("Shutting down: no new requests; %g s for the requests in flight", grace)
     for task in pollers:
         task.cancel()
-    await server.stop()
+    finished = await server.stop(grace)
+    if not finished:
+        log.warning("Work still running after the %g s grace period is abandoned", grace)
+    return finished

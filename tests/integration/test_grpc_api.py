@@ -497,6 +497,9 @@ class AbortRecorder:
         self.aborted = (code, details)
         raise grpc.aio.AbortError()
 
+    def time_remaining(self) -> float | None:
+        return None  # the client set no deadline
+
 
 class FailingCore:
     def __init__(self, error: Exception) -> None:

@@ -456,8 +456,8 @@ def test_the_server_still_serves_after_the_bad_requests(url):
 # -- --rest_api_timeout_in_ms ---------------------------------------------------------------------
 
 
-def test_a_request_running_past_the_rest_timeout_is_deadline_exceeded(tmp_path):
-    # The batch waits 5 s for company; the REST layer gives up after 300 ms.
+def test_a_request_queued_past_the_rest_timeout_is_resource_exhausted(tmp_path):
+    # The batch waits 5 s for company; the request's deadline passes after 300 ms, in the queue.
     batching = tmp_path / "batching.config"
     batching.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 5000000 }\n")
     flags = [
@@ -469,7 +469,7 @@ def test_a_request_running_past_the_rest_timeout_is_deadline_exceeded(tmp_path):
     ]
     with start_server(flags) as srv:
         assert call(f"{srv.rest_url}{PREDICT}", {"instances": [[2.0]]}) == (
-            504,
-            {"error": "Timed out waiting for notification"},
+            429,
+            {"error": "Run() timeout exceeded while waiting in batching queue"},
         )
         assert call(f"{srv.rest_url}/v1/models/half_plus_two")[0] == 200

@@ -46,6 +46,8 @@ EFFECTIVE = {
     "max_num_load_retries",
     "load_retry_interval_micros",
     "rest_api_num_threads",
+    "per_process_gpu_memory_fraction",
+    "shutdown_grace_seconds",
     "version",
 }
 
@@ -294,3 +296,12 @@ def test_usage_lists_every_flag_with_type_and_default():
     assert '\t--model_name="default"' in text
     assert "\t--enable_model_warmup=true" in text
     assert "\t--per_process_gpu_memory_fraction=0.000000\tfloat\t" in text
+
+
+@pytest.mark.parametrize("text", ["-1", "nan", "inf"])
+def test_shutdown_grace_must_be_a_finite_number_of_seconds(text):
+    assert parse("--shutdown_grace_seconds=2.5").shutdown_grace_seconds == 2.5
+    with pytest.raises(FlagError) as info:
+        parse(f"--shutdown_grace_seconds={text}")
+    assert info.value.flag == "shutdown_grace_seconds"
+    assert "expected 0 or more seconds" in str(info.value)
