@@ -451,8 +451,8 @@ def _heatmap_quantity(context: _Context) -> tuple[str, Any]:
             return (context.searches.get(s["config"]) or {}).get("max_rate_rps")
 
         return "max rate under the SLO (req/s)", max_rate
-    if context.slo:
-        bounds = ", ".join(_bound_text(m, b) for m, b in context.slo.items())
+    bounds = ", ".join(_bound_text(m, b) for m, b in context.slo.items())
+    if context.slo and any(s["meets_slo"] and s["valid"] for s in context.settings):
 
         def under_slo(s: Mapping[str, Any]) -> float | None:
             return s["metrics"].get("throughput_rps") if s["meets_slo"] and s["valid"] else None
@@ -464,7 +464,9 @@ def _heatmap_quantity(context: _Context) -> tuple[str, Any]:
         return s["metrics"].get("throughput_rps") if s["load"] == top_load else None
 
     unit = "clients" if context.load_kind == "concurrency" else "req/s offered"
-    return f"throughput at {top_load:g} {unit} (req/s)", at_load
+    # An all-empty map says nothing; when no point met the SLO, show the trade-off anyway.
+    missed = f"no point met the SLO ({bounds}); " if context.slo else ""
+    return f"{missed}throughput at {top_load:g} {unit} (req/s)", at_load
 
 
 def _bound_text(metric_id: str, bound: float) -> str:

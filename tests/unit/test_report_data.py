@@ -135,6 +135,16 @@ def test_heatmap_cells_are_the_best_throughput_under_the_slo(grid):
     assert one_replica["baseline"] is None  # the unbatched baseline never met the SLO
 
 
+def test_when_no_point_meets_the_slo_heatmaps_show_throughput_at_the_top_load(tmp_path):
+    run = shutil.copytree(RUNS / "report-grid", tmp_path / "run")
+    rec = recommend.recommend(recommend.load_run(run), slo={"latency_p99_ms": 0.001})
+    recommend.write_recommendation(rec, run)
+    heatmaps = build_report_data(run)["heatmaps"]
+    assert heatmaps and all(h["quantity"].startswith("no point met the SLO") for h in heatmaps)
+    assert all("throughput at 64 clients" in h["quantity"] for h in heatmaps)
+    assert any(cell is not None for h in heatmaps for row in h["cells"] for cell in row)
+
+
 def test_latency_curves_for_the_recommendation_and_the_baseline(grid):
     latency = grid["latency"]
     assert latency["mode"] == "curves"
