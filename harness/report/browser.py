@@ -18,8 +18,11 @@ and every attempt is still recorded from ``Network.requestWillBeSent``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -89,7 +92,7 @@ class HeadlessChromium:
         self.requests: list[str] = []
         self._events: list[dict[str, Any]] = []
         self._next_id = 0
-        self._profile: tempfile.TemporaryDirectory[str] | None = None
+        self._profile: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._socket: websocket.WebSocket | None = None
         self._log: Any = None
@@ -97,8 +100,7 @@ class HeadlessChromium:
     # --- lifetime -------------------------------------------------------------------------------
 
     def __enter__(self) -> HeadlessChromium:
-        self._profile = tempfile.TemporaryDirectory(prefix="batchbench-chromium-")
-        profile = Path(self._profile.name)
+        self._profile = profile = Path(tempfile.mkdtemp(prefix="batchbench-chromium-"))
         self._log = open(profile / "chromium.log", "wb")  # closed in close()
         argv = [
             self.binary,
@@ -108,7 +110,10 @@ class HeadlessChromium:
             "about:blank",
         ]
         try:
-            self._process = subprocess.Popen(argv, stdout=self._log, stderr=self._log)
+            # Its own process group: Chromium's helper processes go with it in close().
+            self._process = subprocess.Popen(
+                argv, stdout=self._log, stderr=self._log, start_new_session=True
+            )
             self._connect(profile / "profile")
             for domain in ("Page", "Runtime", "Log", "Network"):
                 self.call(f"{domain}.enable")
@@ -137,12 +142,13 @@ class HeadlessChromium:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait(timeout=10)
+            _kill_group(self._process.pid)
             self._process = None
         if self._log is not None:
             self._log.close()
             self._log = None
         if self._profile is not None:
-            self._profile.cleanup()
+            _remove_profile(self._profile)
             self._profile = None
 
     def _connect(self, profile: Path) -> None:
@@ -256,3 +262,18 @@ class HeadlessChromium:
         metrics = self.call("Page.getLayoutMetrics")
         size = metrics.get("cssContentSize") or metrics["contentSize"]
         return max(1, int(size["height"] + 0.5))
+
+
+def _kill_group(pgid: int) -> None:
+    """Kill what is left of a browser's process group (renderers, crash handler)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _remove_profile(path: Path, attempts: int = 10) -> None:
+    """Remove the profile folder; a helper process may still be writing for a moment."""
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.1)

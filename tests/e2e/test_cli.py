@@ -99,3 +99,19 @@ def test_demo_runs_the_default_sweep_and_ends_with_the_run_folder(demo_run):
     batched = [p for p in ok if p.point.batching is not None]
     assert all(p.metrics["batch_size_mean"] >= 1 for p in batched)
     assert all(p.telemetry["replica_requests"] for p in ok)
+
+
+@pytest.mark.slow
+def test_the_demo_report_renders_cleanly_in_a_browser(demo_run, chromium):
+    completed, run_dir = demo_run
+    report = run_dir / "report.html"
+    assert completed.stdout.strip().splitlines()[-1] == f"report: {report.resolve()}"
+    result = batchbench("report", str(run_dir), "--screenshot")
+    assert result.returncode == 0, result.stdout + result.stderr
+    png = run_dir / "report.png"
+    assert png.stat().st_size > 50_000
+    html = report.read_text()
+    for section in ("Summary", "Throughput vs p99", "Heatmaps", "Every point"):
+        assert section in html
+    assert html.count("<svg") >= 4
+    assert "http://" not in html and "https://" not in html

@@ -8,50 +8,17 @@ real PNG. Chromium is Debian's ``chromium`` package: installed here with apt-get
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from harness.report import write_report
-from harness.report.browser import HeadlessChromium, find_chromium
+from harness.report.browser import HeadlessChromium
 from harness.report.screenshot import capture
 
 RUNS = Path(__file__).resolve().parents[1] / "golden" / "runs"
-APT_TIMEOUT_S = 900
-
-
-def _install_chromium() -> str:
-    """apt-get install chromium; the reason it cannot be done, or '' when it was."""
-    if shutil.which("apt-get") is None:
-        return "Chromium is not installed and there is no apt-get to install it"
-    if os.geteuid() != 0:
-        return "Chromium is not installed and installing it needs root (apt-get install chromium)"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-        try:
-            done = subprocess.run(
-                argv, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S, check=False
-            )
-        except subprocess.TimeoutExpired:
-            return f"{' '.join(argv)} took more than {APT_TIMEOUT_S}s"
-        if done.returncode != 0:
-            return f"{' '.join(argv)} failed: {(done.stderr or done.stdout)[-500:]}"
-    return ""
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    binary = find_chromium()
-    if binary is None:
-        problem = _install_chromium()
-        binary = find_chromium()
-        if binary is None:
-            pytest.skip(problem or "apt-get installed chromium but it is not on PATH")
-    return binary
 
 
 @pytest.fixture(scope="module")
