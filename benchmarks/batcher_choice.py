@@ -1,7 +1,7 @@
 """Which batcher: our Python BatchScheduler or TensorFlow's BatchFunction op (TF Serving's own)?
 
 Same model (mlp), same parameters, same offered work: N client threads each send single-row
-requests back to back. Prints rows/s and median latency for both, and their ratio.
+requests back to back. Records rows/s and median latency for both, and their ratio.
 Run: python -m benchmarks.batcher_choice
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from benchmarks.common import finish, result
 from harness.model_zoo import build_model
 from reference_server.batch_scheduler import BatchScheduler
 from reference_server.batching_params import BatchingParameters
@@ -100,11 +101,13 @@ def main() -> int:
         servable = Servable("mlp", 1, base / "1", SessionOptions())
         ours = python_scheduler(servable)
         theirs = tf_batch_function(base)
-    print(f"{'batcher':<28}{'rows/s':>10}{'median ms':>12}")
-    print(f"{'BatchScheduler (Python)':<28}{ours[0]:>10.0f}{ours[1] * 1e3:>12.2f}")
-    print(f"{'BatchFunction op (TF)':<28}{theirs[0]:>10.0f}{theirs[1] * 1e3:>12.2f}")
-    print(f"throughput ratio Python/TF: {ours[0] / theirs[0]:.2f}")
-    return 0
+    notes = (
+        f"BatchScheduler {ours[0]:,.0f} rows/s at {ours[1] * 1e3:.2f} ms p50, BatchFunction op "
+        f"{theirs[0]:,.0f} rows/s at {theirs[1] * 1e3:.2f} ms p50 ({CLIENTS} clients, mlp)"
+    )
+    ratio = ours[0] / theirs[0]
+    rows = [result("batcher choice: Python scheduler / TF op rows/s", ratio, unit="x", notes=notes)]
+    return finish("batcher_choice", rows)
 
 
 if __name__ == "__main__":

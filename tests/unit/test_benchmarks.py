@@ -1,0 +1,104 @@
+"""The pure parts of the benchmarks: verdicts, the table, the wrk script, the computed truths."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.common import BenchResult, result, spread, table, verdict
+from benchmarks.stall import stall_truth_ms
+from benchmarks.truth_synthetic import md1_sojourn_quantile, md1_wait_cdf
+from benchmarks.wrk_check import lua_string, parse_wrk, predict_body, wrk_script
+
+
+@pytest.mark.parametrize(
+    ("value", "target", "met"),
+    [
+        (0.95, ">= 0.9", True),
+        (0.9, ">= 0.9", True),
+        (0.89, ">= 0.9", False),
+        (150.0, "<= 200", True),
+        (201.0, "<= 200", False),
+        (0.01, "< 0.01", False),
+        (None, ">= 0.9", None),
+        (float("nan"), "<= 200", None),
+        (3.0, "", None),
+    ],
+)
+def test_verdict(value, target, met):
+    assert verdict(value, target) is met
+
+
+def test_verdict_refuses_an_unknown_comparison_naming_the_valid_ones():
+    with pytest.raises(ValueError, match=r"'>=', '<=', '<'"):
+        verdict(1.0, "== 1")
+
+
+def test_result_fills_in_the_verdict():
+    assert result("x", 0.5, ">= 0.7").met is False
+    assert result("x", 0.5).met is None
+
+
+def test_table_aligns_columns_and_marks_misses():
+    rows = [
+        BenchResult("serving efficiency", 0.97123, "x", ">= 0.9", True),
+        BenchResult("generator capacity grpc", 1500.0, "req/s", ">= 2000", False),
+        BenchResult("demo wall time", None, "s"),
+    ]
+    lines = table(rows).splitlines()
+    assert lines[0].split() == ["metric", "value", "target", "met"]
+    assert len({len(line) for line in lines[:2]}) == 1  # header and rule equally wide
+    assert "0.971 x" in lines[2] and lines[2].endswith("yes")
+    assert "1,500 req/s" in lines[3] and lines[3].endswith("NO")
+    assert "(report)" in lines[4] and lines[4].rstrip().endswith("-")
+
+
+def test_spread_is_range_over_median():
+    assert spread([90.0, 100.0, 110.0]) == pytest.approx(0.2)
+    assert spread([5.0]) is None
+
+
+def test_wrk_script_posts_the_body_as_a_lua_string():
+    body = predict_body(2, 3)
+    assert json.loads(body) == {"instances": [[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]}
+    script = wrk_script(body)
+    assert 'wrk.method = "POST"' in script
+    assert 'wrk.headers["Content-Type"] = "application/json"' in script
+    assert 'wrk.body = "{\\"instances\\": [[0.5' in script
+
+
+def test_lua_string_escapes_quotes_backslashes_and_newlines():
+    assert lua_string('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
+
+
+def test_parse_wrk_reads_rate_and_non_2xx():
+    output = (
+        "Running 8s test @ http://127.0.0.1:1/v1/models/m:predict\n"
+        "  6648 requests in 8.00s, 1.2MB read\n"
+        "  Non-2xx or 3xx responses: 12\n"
+        "Requests/sec:    831.02\n"
+    )
+    assert parse_wrk(output) == (831.02, 12)
+    assert parse_wrk("connection refused") == (None, 0)
+
+
+def test_md1_waits_zero_with_probability_one_minus_load():
+    assert md1_wait_cdf(0.0, rate=10.0, service=0.05) == pytest.approx(0.5)
+    # Almost idle: the time in system is the service time.
+    assert md1_sojourn_quantile(0.5, rate=0.01, service=0.05) == pytest.approx(0.05)
+
+
+def test_md1_quantiles_grow_with_load():
+    light = md1_sojourn_quantile(0.99, rate=4.0, service=0.05)
+    heavy = md1_sojourn_quantile(0.99, rate=16.0, service=0.05)
+    assert 0.05 < light < heavy
+
+
+def test_stall_truth_adds_the_wait_until_the_stall_ends():
+    truth = stall_truth_ms(window=(0.0, 10.0), stall=(4.0, 5.0), rate=10.0, usual_ms=1.0)
+    assert len(truth) == 100
+    assert truth[39] == pytest.approx(1.0)  # intended at 3.9 s, before the stall
+    assert truth[40] == pytest.approx(1001.0)  # at 4.0 s: waits the whole second
+    assert truth[45] == pytest.approx(501.0)
+    assert truth[50] == pytest.approx(1.0)  # at 5.0 s: the server is back
