@@ -75,7 +75,7 @@ class Sweep:
     progress: SweepProgress
     model_base: Path | None = None
     command: tuple[str, ...] = ()
-    running: tuple[ServerConfig, RunningTarget] | None = None
+    running: tuple[tuple[ServerConfig, int], RunningTarget] | None = None
     done: int = 0
     failed: list[str] = field(default_factory=list)
 
@@ -83,16 +83,19 @@ class Sweep:
     def workdir(self) -> Path:
         return self.store.root / "work"
 
-    def target_for(self, config: ServerConfig) -> RunningTarget:
-        """The running target for ``config``: the current one if it matches and is alive."""
-        if self.running and self.running[0] == config and not self.running[1].exited():
+    def target_for(self, point: Point) -> RunningTarget:
+        """The running target for ``point``: the current one if it serves the same
+        configuration for the same repeat and is alive. Each repeat starts its own servers,
+        so repeats also sample start-up to start-up variation."""
+        wanted = (point.server, point.repeat)
+        if self.running and self.running[0] == wanted and not self.running[1].exited():
             return self.running[1]
         self.stop_target()
-        folder = self.store.root / "servers" / config.key
+        folder = self.store.root / "servers" / point.server.key
         target = start_target(
-            self.spec, config, model_base=self.model_base, folder=folder, command=self.command
+            self.spec, point.server, model_base=self.model_base, folder=folder, command=self.command
         )
-        self.running = (config, target)
+        self.running = (wanted, target)
         return target
 
     def stop_target(self) -> None:
@@ -104,7 +107,7 @@ class Sweep:
     def run_point(self, point: Point) -> PointResult:
         started = _now()
         try:
-            target = self.target_for(point.server)
+            target = self.target_for(point)
         except UserError as exc:
             reason = "target did not start: " + str(exc).splitlines()[0]
             result = PointResult.failed(point, reason, str(exc))
