@@ -115,3 +115,17 @@ def test_the_demo_report_renders_cleanly_in_a_browser(demo_run, chromium):
         assert section in html
     assert html.count("<svg") >= 4
     assert "http://" not in html and "https://" not in html
+
+
+def test_a_bad_spec_is_refused_naming_the_key(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        "model: {builtin: mlp}\n"
+        "server: {batching: {max_batch_size: [8, -1]}, replica: [2]}\n"
+        "load: {concurrency: [4]}\n"
+    )
+    result = batchbench("sweep", str(spec), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "server.batching.max_batch_size[1]" in result.stderr
+    assert "server.replica" in result.stderr and "replicas" in result.stderr  # valid keys
+    assert not (tmp_path / "run").exists()  # nothing started
