@@ -31,6 +31,7 @@ from reference_server.batch_scheduler import REQUEST_DEADLINE, BatchScheduler, d
 from reference_server.batching import BatchStats
 from reference_server.errors import ServingError, invalid_argument
 from reference_server.model_registry import ModelRegistry, VersionRecord
+from reference_server.run_costs import RunCosts
 from reference_server.servable import Servable, Signature
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -39,6 +40,8 @@ PREDICT_METHOD = "tensorflow/serving/predict"
 SIGNATURE_DEF_FIELD = "signature_def"
 
 T = TypeVar("T")
+Tensors = dict[str, np.ndarray]
+RunFn = Callable[[Tensors], Tensors]
 
 
 @dataclass(frozen=True)
@@ -98,9 +101,12 @@ class InferenceCore:
     ) -> None:
         self.registry = registry
         self.scheduler = scheduler
-        # Unbatched, TF Serving runs the session on the RPC thread; a pool keeps the loop free.
+        # Unbatched, TF Serving runs the session on the RPC thread; a pool keeps the loop free
+        # (but for runs shorter than the hop to it: see run_costs.py).
         self._executor = ThreadPoolExecutor(max_unbatched_threads, thread_name_prefix="session")
         self._unbatched: set[Future] = set()  # runs submitted to the pool and not yet done
+        self._run_costs = RunCosts()  # which unbatched runs are cheap enough to run inline
+        self._closed = False
         self.observers: list[Observer] = []
 
     def close(self, timeout: float | None = None) -> bool:
@@ -108,6 +114,7 @@ class InferenceCore:
         seconds (None: as long as it takes). Returns whether nothing is running any more."""
         deadline = None if timeout is None else time.monotonic() + timeout
         finished = True
+        self._closed = True
         if self.scheduler is not None:
             finished = self.scheduler.close(timeout)
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -206,20 +213,45 @@ class InferenceCore:
         aliases: tuple[str, ...],
     ) -> tuple[dict[str, np.ndarray], BatchStats]:
         """Run one validated request through the batch scheduler, or directly without batching."""
+        cost_key = (servable.name, servable.version, signature.name, aliases)
 
-        def run(batch_inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return servable.run(signature, batch_inputs, aliases)
+        def run(batch_inputs: Tensors) -> Tensors:
+            return self._measured_run(servable, signature, batch_inputs, aliases, cost_key)
 
         if self.scheduler is not None:
             key = (servable.name, servable.version, signature.name, tuple(sorted(inputs)), aliases)
             return await self.scheduler.submit(key, inputs, run)
         started = time.perf_counter()
+        rows = _rows(inputs)
+        if not self._closed and self._run_costs.runs_inline(cost_key, rows):
+            outputs = _run_inline(run, inputs)
+        else:
+            outputs = await self._run_in_thread(run, inputs)
+        return outputs, BatchStats(rows, 0, rows, 0.0, time.perf_counter() - started)
+
+    def _measured_run(
+        self,
+        servable: Servable,
+        signature: Signature,
+        inputs: Tensors,
+        aliases: tuple[str, ...],
+        cost_key: tuple,
+    ) -> Tensors:
+        """One session run, timed for the run-cost policy. A run known to be small executes
+        in the calling thread: TensorFlow's hand-over to its inter-op pool would cost more
+        than the run (see run_costs.py)."""
+        rows = _rows(inputs)
+        small = self._run_costs.runs_inline(cost_key, rows)
+        started = time.perf_counter()
+        outputs = servable.run(signature, inputs, aliases, in_caller_thread=small)
+        self._run_costs.record(cost_key, rows, time.perf_counter() - started)
+        return outputs
+
+    async def _run_in_thread(self, run: RunFn, inputs: Tensors) -> Tensors:
         job = self._executor.submit(run, inputs)
         self._unbatched.add(job)
         job.add_done_callback(self._unbatched.discard)
-        outputs = await _until_deadline(asyncio.wrap_future(job))
-        rows = _rows(inputs)
-        return outputs, BatchStats(rows, 0, rows, 0.0, time.perf_counter() - started)
+        return await _until_deadline(asyncio.wrap_future(job))
 
     async def _classify(self, servable, signature, request_input):
         examples = serialized_examples(request_input)
@@ -270,6 +302,18 @@ class _Observation:
         )
         for observer in self._observers:
             observer(record)
+
+
+def _run_inline(run: RunFn, inputs: Tensors) -> Tensors:
+    """A run too short to be worth a thread hop, on the loop, within the request's deadline
+    (past it the answer is DEADLINE_EXCEEDED, as from a thread whose run overran)."""
+    deadline = REQUEST_DEADLINE.get()
+    if deadline is not None and time.monotonic() >= deadline:
+        raise deadline_exceeded()
+    outputs = run(inputs)
+    if deadline is not None and time.monotonic() > deadline:
+        raise deadline_exceeded()
+    return outputs
 
 
 async def _until_deadline(run: Awaitable[T]) -> T:

@@ -21,6 +21,9 @@ from reference_server.errors import ServingError, code_from_canonical, failed_pr
 
 DEFAULT_SIGNATURE = "serving_default"
 SERVE_TAG = "serve"
+# RunOptions.inter_op_thread_pool: DirectSession runs a single-executor graph synchronously in
+# the calling thread (direct_session.cc, RunInternal).
+CALLER_THREAD = -1
 
 
 @dataclass(frozen=True)
@@ -111,21 +114,38 @@ class Servable:
             raise failed_precondition(f'Serving signature key "{key}" not found.') from None
 
     def run(
-        self, signature: Signature, inputs: dict[str, np.ndarray], output_aliases: tuple[str, ...]
+        self,
+        signature: Signature,
+        inputs: dict[str, np.ndarray],
+        output_aliases: tuple[str, ...],
+        *,
+        in_caller_thread: bool = False,
     ) -> dict[str, np.ndarray]:
-        """Run ``signature`` on inputs keyed by alias; return the requested outputs by alias."""
+        """Run ``signature`` on inputs keyed by alias; return the requested outputs by alias.
+
+        ``in_caller_thread`` executes the graph in the calling thread instead of handing it to
+        TensorFlow's inter-op pool (RunOptions.inter_op_thread_pool = -1): the same results,
+        without two thread hand-overs, but with no inter-op parallelism, so only for small runs
+        (intra-op parallelism, e.g. inside a large matmul, is unaffected).
+        """
         input_aliases = tuple(sorted(inputs))
-        run_callable = self._callable(signature, input_aliases, output_aliases)
+        run_callable = self._callable(signature, input_aliases, output_aliases, in_caller_thread)
         try:
             values = run_callable(*(inputs[a] for a in input_aliases))
         except tf.errors.OpError as exc:
             raise ServingError(code_from_canonical(exc.error_code), exc.message) from None
         return dict(zip(output_aliases, values, strict=True))
 
-    def _callable(self, signature: Signature, input_aliases: tuple[str, ...], output_aliases):
+    def _callable(
+        self,
+        signature: Signature,
+        input_aliases: tuple[str, ...],
+        output_aliases: tuple[str, ...],
+        in_caller_thread: bool,
+    ):
         # A callable made from CallableOptions skips Session.run's per-call feed/fetch lookup and
         # Python's static feed-shape check: like TF Serving, the graph's own ops judge shapes.
-        key = (signature.name, input_aliases, output_aliases)
+        key = (signature.name, input_aliases, output_aliases, in_caller_thread)
         found = self._callables.get(key)
         if found is None:
             with self._lock:
@@ -135,6 +155,8 @@ class Servable:
                         feed=[signature.inputs[a].tensor_name for a in input_aliases],
                         fetch=[signature.outputs[a].tensor_name for a in output_aliases],
                     )
+                    if in_caller_thread:
+                        options.run_options.inter_op_thread_pool = CALLER_THREAD
                     found = self._session._make_callable_from_options(options)
                     self._callables[key] = found
         return found
