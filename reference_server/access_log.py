@@ -1,6 +1,6 @@
 """The access log (``--access_log_file``, our extension): one JSON line per request, for audits.
 
-    {"time": "2025-01-02T03:04:05.678Z", "peer": "ipv4:127.0.0.1:50122", "protocol": "grpc",
+    {"time": "2025-01-02T03:04:05.678901Z", "peer": "ipv4:127.0.0.1:50122", "protocol": "grpc",
      "method": "/tensorflow.serving.PredictionService/Predict", "model": "mlp", "version": 1,
      "status": "OK", "latency_us": 912, "batch_size": 8, "rows": 1}
 
@@ -100,7 +100,7 @@ def note_version(version: int) -> None:
 
 def _iso_utc(seconds: float) -> str:
     moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 # -- what a request names (pure) ------------------------------------------------------------------

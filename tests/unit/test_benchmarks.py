@@ -8,7 +8,12 @@ import pytest
 
 from benchmarks.common import BenchResult, result, spread, table, verdict
 from benchmarks.stall import stall_truth_ms
-from benchmarks.truth_synthetic import md1_sojourn_quantile, md1_wait_cdf
+from benchmarks.truth_synthetic import (
+    deterministic_sojourns,
+    md1_sojourn_quantile,
+    md1_wait_cdf,
+    nearest_rank,
+)
 from benchmarks.wrk_check import lua_string, parse_wrk, predict_body, wrk_script
 
 
@@ -93,6 +98,20 @@ def test_md1_quantiles_grow_with_load():
     light = md1_sojourn_quantile(0.99, rate=4.0, service=0.05)
     heavy = md1_sojourn_quantile(0.99, rate=16.0, service=0.05)
     assert 0.05 < light < heavy
+
+
+def test_deterministic_sojourns_queue_behind_the_request_before():
+    # Service 1: the second arrives while the first runs, the third finds the server idle.
+    assert deterministic_sojourns([0.0, 0.5, 3.0], service=1.0) == [1.0, 1.5, 1.0]
+    # A burst of three at once: each waits for all before it.
+    assert deterministic_sojourns([2.0, 2.0, 2.0], service=1.0) == [1.0, 2.0, 3.0]
+
+
+def test_nearest_rank_matches_hdr_histogram_rule():
+    values = list(range(1, 66))  # 65 samples, as at 4 requests/s for 15 s
+    assert nearest_rank(values, 0.99) == 64  # rank int(64.35 + 0.5) = 64, not the maximum
+    assert nearest_rank(values, 0.5) == 33
+    assert nearest_rank([7.0], 0.99) == 7.0
 
 
 def test_stall_truth_adds_the_wait_until_the_stall_ends():

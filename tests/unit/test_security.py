@@ -261,7 +261,7 @@ def test_an_entry_is_one_json_line_with_every_field():
     line = entry.line("OK", 10.0015)
     assert "\n" not in line
     assert json.loads(line) == {
-        "time": "2023-11-14T22:13:20.250Z",
+        "time": "2023-11-14T22:13:20.250000Z",
         "peer": "ipv4:127.0.0.1:5000",
         "protocol": "grpc",
         "method": "/x.Y/Predict",
