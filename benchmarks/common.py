@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from harness.batching_file import BatchingParams, write_batching_file
 from harness.load_runner import LoadPlan, run_locust
 from harness.model_zoo import ensure_model
@@ -258,6 +260,17 @@ def generator_cpu_percent(run: Mapping[str, Any]) -> float | None:
     processes = run["result"].get("generator", {}).get("processes", {})
     percents = [p.get("cpu_percent") for p in processes.values() if p.get("cpu_percent")]
     return max(percents) if percents else None
+
+
+def server_cpu_seconds(server: ServerProcess) -> float:
+    """CPU time (user + system, all threads) the server process has used so far."""
+    times = psutil.Process(server.process.pid).cpu_times()
+    return times.user + times.system
+
+
+def requests_sent(run: Mapping[str, Any]) -> int:
+    """Every request of a ``locust_run``, warm-up stage included."""
+    return sum(stage.get("count", 0) for stage in run["result"]["stages"])
 
 
 def median_seconds(call, repeats: int) -> float:
