@@ -15,6 +15,7 @@ import yaml
 
 from harness.model_zoo import ensure_model
 from harness.results import ResultStore
+from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -128,23 +129,20 @@ def test_tfserving_target_flags_files_and_failing_points(tmp_path, models_dir):
     assert run["interrupted"] is False and run["finished_at"]
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def test_killed_sweep_resumes_and_keeps_every_point_once(tmp_path, models_dir):
+def three_point_spec(folder: Path, models_dir: Path, name: str) -> Path:
+    """An unbatched mlp swept over 3 concurrencies: points to interrupt and resume."""
     base = ensure_model(models_dir, "mlp")
-    spec = write_spec(
-        tmp_path,
-        name="resume",
+    return write_spec(
+        folder,
+        name=name,
         model={"base_path": str(base), "name": "mlp"},
         server={"enable_batching": [False]},
         load={"concurrency": [2, 4, 6]},
     )
+
+
+def test_killed_sweep_resumes_and_keeps_every_point_once(tmp_path, models_dir):
+    spec = three_point_spec(tmp_path, models_dir, "resume")
     out = tmp_path / "run"
     harness = subprocess.Popen(
         sweep_command(spec, out, "--no-report"),
@@ -172,14 +170,7 @@ def test_killed_sweep_resumes_and_keeps_every_point_once(tmp_path, models_dir):
 
 
 def test_first_ctrl_c_finishes_the_current_point_then_stops(tmp_path, models_dir):
-    base = ensure_model(models_dir, "mlp")
-    spec = write_spec(
-        tmp_path,
-        name="interrupt",
-        model={"base_path": str(base), "name": "mlp"},
-        server={"enable_batching": [False]},
-        load={"concurrency": [2, 4, 6]},
-    )
+    spec = three_point_spec(tmp_path, models_dir, "interrupt")
     out = tmp_path / "run"
     harness = subprocess.Popen(
         sweep_command(spec, out, "--no-report"),

@@ -26,6 +26,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from harness.model_zoo import build_model
 from tests.conftest import start_server
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -33,6 +34,8 @@ METRICS_PATH = "/monitoring/prometheus/metrics"
 QUEUE_DEPTH = ":batchbench:serving:batch_queue_depth"
 GRPC_CLIENTS = 3
 REST_CLIENTS = 3
+# Polled often: the ports must be seen refusing before the queued requests finish.
+POLL_S = 0.02
 
 
 def server_flags(tmp: Path, *, fixed_ms: float, grace_s: float, batching: str | None) -> list[str]:
@@ -80,14 +83,6 @@ def queue_depth(rest_url: str) -> float:
     raise AssertionError(f"{QUEUE_DEPTH} not exported")
 
 
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def refuses_connections(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -116,13 +111,14 @@ def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0(tmp_pa
             pool.submit(rest_predict, server.rest_url, GRPC_CLIENTS + i)
             for i in range(REST_CLIENTS)
         ]
-        wait_for(lambda: queue_depth(server.rest_url) == len(calls), 10, "requests queued")
+        wait_for(lambda: queue_depth(server.rest_url) == len(calls), 10, "requests queued", POLL_S)
 
         server.process.send_signal(signal.SIGTERM)
         wait_for(
             lambda: refuses_connections(server.grpc_port) and refuses_connections(server.rest_port),
             5,
             "both ports to refuse connections",
+            POLL_S,
         )
         assert not any(call.done() for call in calls), "refused only after requests finished"
 
@@ -140,7 +136,9 @@ def test_work_running_past_the_grace_period_does_not_keep_the_process_alive(tmp_
     with start_server(flags) as server, ThreadPoolExecutor(1) as pool:
         call = pool.submit(grpc_predict, server.grpc_target, 1.0)
         if batching:  # dequeued: the batch is running, no longer waiting
-            wait_for(lambda: queue_depth(server.rest_url) == 0 and not call.done(), 10, "a run")
+            wait_for(
+                lambda: queue_depth(server.rest_url) == 0 and not call.done(), 10, "a run", POLL_S
+            )
         time.sleep(0.5)  # the request has reached the model (unbatched: no signal to wait on)
         server.process.send_signal(signal.SIGTERM)
         try:

@@ -28,6 +28,7 @@ from tensorflow_serving.apis import (
 
 from harness.model_zoo import build_model
 from tests.conftest import start_server
+from tests.helpers import wait_for
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
@@ -61,17 +62,6 @@ def version_status(channel: grpc.Channel, name: str = "m") -> dict[int, tuple[in
     request.model_spec.name = name
     response = stub.GetModelStatus(request, timeout=TIMEOUT)
     return {s.version: (s.state, s.status.error_message) for s in response.model_version_status}
-
-
-def wait_for(condition, timeout: float = 30.0):
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"condition not met within {timeout} s")
 
 
 @pytest.fixture
@@ -172,7 +162,7 @@ def test_broken_version_reported_and_reload_adds_model_and_label(tmp_path, chann
         channel = channel_to(srv.grpc_target)
         (base / "2").mkdir()
         (base / "2" / "saved_model.pb").write_bytes(b"not a protobuf")
-        wait_for(lambda: version_status(channel).get(2, (0, ""))[0] == END)
+        wait_for(lambda: version_status(channel).get(2, (0, ""))[0] == END, 30, "version 2 to end")
         _, error = version_status(channel)[2]
         assert error, "the load error is shown in the status"
         assert version_status(channel)[1] == (AVAILABLE, "")

@@ -17,6 +17,7 @@ from reference_server.model_registry import (
     select_versions,
 )
 from reference_server.servable import SessionOptions
+from tests.helpers import FakeServable
 
 
 def model_config(text: str = "") -> model_server_config_pb2.ModelConfig:
@@ -42,18 +43,6 @@ def test_only_numeric_folders_are_versions(tmp_path: Path):
     (tmp_path / "5").write_text("a file, not a folder")
     assert sorted(list_version_dirs(tmp_path)) == [1, 20]
     assert list_version_dirs(tmp_path / "missing") == {}
-
-
-class FakeServable:
-    """Stands in for a loaded SavedModel: registry logic does not depend on TensorFlow."""
-
-    def __init__(self, name: str, version: int, path: Path) -> None:
-        if (path / "broken").exists():
-            raise ValueError(f"could not load {path}")
-        self.name, self.version, self.path = name, version, path
-
-    def close(self) -> None:
-        pass
 
 
 def registry_with(tmp_path: Path, versions: list[str], policy: str, labels: str = ""):

@@ -15,6 +15,7 @@ from reference_server.model_registry import ModelRegistry, select_versions
 from reference_server.reloading import poll_config_file
 from reference_server.servable import SessionOptions
 from reference_server.version_lifecycle import VersionPlan, VersionState, plan_versions
+from tests.helpers import FakeServable
 
 A, L, E, U = (
     VersionState.AVAILABLE,
@@ -74,16 +75,6 @@ def test_policy_chooses_the_aspired_versions(policy, on_disk, expected):
 
 
 # -- the registry applying plans to a fake base path --------------------------------------------
-
-
-class FakeServable:
-    def __init__(self, name: str, version: int, path: Path) -> None:
-        if (path / "broken").exists():
-            raise ValueError(f"could not load {path}")
-        self.name, self.version, self.path = name, version, path
-
-    def close(self) -> None:
-        pass
 
 
 def server_config(*models: tuple[str, Path, str]) -> model_server_config_pb2.ModelServerConfig:
