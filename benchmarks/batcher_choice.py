@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.common import finish, result
-from harness.model_zoo import build_model
+from harness.models.zoo import build_model
 from reference_server.batch_scheduler import BatchScheduler
 from reference_server.batching_params import BatchingParameters
 from reference_server.servable import Servable, SessionOptions

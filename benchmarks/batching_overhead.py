@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import finish, locust_run, model_path, reference_server, result
-from harness.batching_file import BatchingParams
+from harness.plan.batching_file import BatchingParams
 
 CALLS = 3000
 SECONDS = 6.0

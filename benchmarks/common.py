@@ -22,10 +22,10 @@ from typing import Any
 
 import psutil
 
-from harness.batching_file import BatchingParams, write_batching_file
-from harness.load_runner import LoadPlan, run_locust
-from harness.model_zoo import ensure_model
-from harness.server_process import ServerProcess, free_port, start_server
+from harness.models.zoo import ensure_model
+from harness.plan.batching_file import BatchingParams, write_batching_file
+from harness.servers.server_process import ServerProcess, free_port, start_server
+from harness.sweep.load_runner import LoadPlan, run_locust
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "reports" / "bench"

@@ -7,7 +7,8 @@ same run, is the share of the stack that is serving rather than moving bytes. It
 target that is never the bottleneck when the load generator's capacity is measured.
 
 Run: python -m benchmarks.noop_server --port=0 --rest_api_port=0 [--model_name=mlp]
-It prints TF Serving's two ready lines, so ``harness.server_process.start_server`` starts it.
+It prints TF Serving's two ready lines, so
+``harness.servers.server_process.start_server`` starts it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
-from harness.model_zoo import model_signature
+from harness.models.zoo import model_signature
 from reference_server.grpc_api import grpc_server_options
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"

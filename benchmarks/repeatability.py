@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.common import finish, model_path, result, spread
 from benchmarks.sweep_wall_time import RUNS_DIR, run_ci
-from harness.compare import compare_sides, load_side
+from harness.decide.compare import compare_sides, load_side
 
 RUNS = 3
 METRICS = {"throughput_rps": "throughput", "latency_p99_ms": "p99"}

@@ -32,7 +32,7 @@ from benchmarks.common import (
     reference_server,
     result,
 )
-from harness.batching_file import BatchingParams
+from harness.plan.batching_file import BatchingParams
 
 USERS = (8, 16)
 SECONDS = 8.0

@@ -33,9 +33,9 @@ from benchmarks.common import (
     relative_error,
     result,
 )
-from harness import telemetry
-from harness.batching_file import BatchingParams
-from harness.replicas import PROMETHEUS_PATH, write_monitoring_config
+from harness.plan.batching_file import BatchingParams
+from harness.servers.replicas import PROMETHEUS_PATH, write_monitoring_config
+from harness.sweep import telemetry
 
 RATE = 200.0
 USERS = 16

@@ -27,7 +27,7 @@ from benchmarks.common import (
     result,
     server_cpu_seconds,
 )
-from harness.batching_file import BatchingParams
+from harness.plan.batching_file import BatchingParams
 
 USERS = 16
 SECONDS = 6.0

@@ -41,7 +41,7 @@ from benchmarks.common import (
     relative_error,
     result,
 )
-from harness.batching_file import BatchingParams
+from harness.plan.batching_file import BatchingParams
 
 SERVICE_MS = 100.0
 UTILISATIONS = (0.2, 0.4, 0.6)

@@ -28,7 +28,7 @@ from benchmarks.common import (
     relative_error,
     result,
 )
-from harness.batching_file import BatchingParams
+from harness.plan.batching_file import BatchingParams
 
 USERS = 16
 SECONDS = 8

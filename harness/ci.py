@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from harness.compare import (
+from harness.decide.compare import (
     Side,
     append_step_summary,
     compare_sides,
@@ -90,8 +90,8 @@ def run_ci(
     step_summary: Path | None = None,
 ) -> int:
     """Run the ``ci`` preset into ``out`` (the run folder), then :func:`gate`."""
-    from harness.spec import load_preset
-    from harness.sweep import run_sweep
+    from harness.plan.spec import load_preset
+    from harness.sweep.loop import run_sweep
 
     baseline = baseline or default_baseline_path()
     if not update:

@@ -15,7 +15,7 @@ EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT
 
 
 def _make_model(args: argparse.Namespace) -> int:
-    from harness import model_zoo
+    from harness.models import zoo as model_zoo
 
     options = dict(_parse_option(text) for text in args.option)
     try:
@@ -44,9 +44,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from harness.results import ResultStore
-    from harness.spec import load_preset, load_spec
-    from harness.sweep import run_sweep
+    from harness.plan.spec import load_preset, load_spec
+    from harness.store.results import ResultStore
+    from harness.sweep.loop import run_sweep
 
     if (args.spec is None) == (args.preset is None):
         raise UserError("give a spec file or --preset NAME (not both)")
@@ -62,7 +62,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from harness.serve import serve
+    from harness.servers.serve import serve
 
     return serve(args.server_flags, args.replicas, ready_timeout=args.ready_timeout)
 
@@ -87,7 +87,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from harness import recommend as rec
+    from harness.decide import recommend as rec
 
     data = rec.load_run(Path(args.run_dir))
     slo = rec.merged_slo(
@@ -106,7 +106,7 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from harness import compare
+    from harness.decide import compare
 
     thresholds = compare.parse_thresholds(
         args.threshold_throughput, args.threshold_p99, args.threshold
@@ -129,8 +129,8 @@ def _compare_out(current) -> Path:
 
 
 def _ci(args: argparse.Namespace) -> int:
-    from harness import compare
     from harness.ci import run_ci
+    from harness.decide import compare
 
     thresholds = compare.parse_thresholds(
         args.threshold_throughput, args.threshold_p99, args.threshold

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.plan.spec import load_preset
 from harness.report import write_report
-from harness.results import new_run_id
-from harness.spec import load_preset
-from harness.sweep import run_sweep
+from harness.store.results import new_run_id
+from harness.sweep.loop import run_sweep
 
 DEMO_PRESET = "default"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness.report.browser import find_chromium
-from harness.server_process import ServerProcess, free_port
-from harness.server_process import start_server as _start_server
+from harness.servers.server_process import ServerProcess, free_port
+from harness.servers.server_process import start_server as _start_server
 
 TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "tfserving-testdata"
 

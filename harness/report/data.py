@@ -3,8 +3,8 @@
 ``load_run`` reads the folder (the only I/O here); ``report_data`` turns what was read into one
 JSON-ready dict, section by section, which the template renders and ``report.json`` keeps. The
 report never ranks configurations itself: the recommendation and the Pareto front come from
-``harness.recommend`` (or the ``recommendation.json`` it wrote); this module only arranges the
-measured figures so they can be plotted and tabled.
+``harness.decide.recommend`` (or the ``recommendation.json`` it wrote); this module only
+arranges the measured figures so they can be plotted and tabled.
 
 Vocabulary: a *configuration* is a server configuration (batching parameters and replicas) on one
 protocol; a *setting* is a configuration at one load, its repeats averaged; a *point* is one
@@ -22,12 +22,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from harness.decide.recommend import group_key
 from harness.errors import UserError
 from harness.metrics import METRICS, metric, slo_misses
-from harness.points import Point, ServerConfig
-from harness.recommend import group_key
+from harness.plan.points import Point, ServerConfig
 from harness.report import recommendation as recommendation_source
-from harness.results import PointResult, ResultStore, json_safe, read_json
+from harness.store.results import PointResult, ResultStore, json_safe, read_json
 
 REPORT_SCHEMA_VERSION = 1
 RECOMMENDATION_FILE = "recommendation.json"

@@ -2,7 +2,7 @@
 
 When the run folder holds ``recommendation.json`` (``batchbench recommend``, possibly with SLO
 overrides on its command line) the report shows exactly that; otherwise it asks
-``harness.recommend`` for the spec's own constraints and objective, in memory. Either way the
+``harness.decide.recommend`` for the spec's own constraints and objective, in memory. Either way the
 answer is brought into one small shape the report's sections share (see :func:`normalize`).
 """
 
@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import recommend as recommender
+from harness.decide import recommend as recommender
 from harness.errors import UserError
-from harness.results import PointResult
-from harness.spec import validate_spec
+from harness.plan.spec import validate_spec
+from harness.store.results import PointResult
 
 
 def resolve(
@@ -45,7 +45,7 @@ def resolve(
         ranked = recommender.recommend(run)
     except UserError as exc:
         return _none(str(exc))
-    return normalize(ranked.as_dict(), "harness.recommend")
+    return normalize(ranked.as_dict(), "harness.decide.recommend")
 
 
 def _none(why: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from markupsafe import Markup
 from harness.metrics import metric
 from harness.report import plots
 from harness.report.data import build_report_data, check_run_dir, format_micros
-from harness.results import write_atomically
+from harness.store.results import write_atomically
 
 HTML_FILE = "report.html"
 JSON_FILE = "report.json"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import ResultStore
+from harness.store.results import ResultStore
 from tests.conftest import shared_testdata
 
 REPO = Path(__file__).resolve().parents[2]

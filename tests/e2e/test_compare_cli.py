@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.compare import write_baseline
+from harness.decide.compare import write_baseline
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "runs"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import telemetry
-from harness.model_zoo import ensure_model
+from harness.models.zoo import ensure_model
+from harness.sweep import telemetry
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

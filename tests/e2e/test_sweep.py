@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.model_zoo import ensure_model
-from harness.results import ResultStore
+from harness.models.zoo import ensure_model
+from harness.store.results import ResultStore
 from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.points import Point, expand_matrix
-from harness.results import PointResult, ResultStore
-from harness.spec import load_preset, validate_spec
-from harness.stability import WindowFigures, judge
-from harness.strategies import MaxRateSearch
+from harness.plan.points import Point, expand_matrix
+from harness.plan.spec import load_preset, validate_spec
+from harness.plan.strategies import MaxRateSearch
+from harness.store.results import PointResult, ResultStore
+from harness.sweep.stability import WindowFigures, judge
 
 RUNS = Path(__file__).resolve().parent / "runs"
 ENVIRONMENT = {"cpu_model": "golden test cpu", "cpu_count": 2, "python": "3.11", "os": "Linux"}

@@ -25,11 +25,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from harness.points import Point, expand_matrix  # noqa: E402
-from harness.results import PointResult, ResultStore, write_json  # noqa: E402
-from harness.spec import validate_spec  # noqa: E402
-from harness.stability import judge  # noqa: E402
-from harness.strategies import MaxRateSearch  # noqa: E402
+from harness.plan.points import Point, expand_matrix  # noqa: E402
+from harness.plan.spec import validate_spec  # noqa: E402
+from harness.plan.strategies import MaxRateSearch  # noqa: E402
+from harness.store.results import PointResult, ResultStore, write_json  # noqa: E402
+from harness.sweep.stability import judge  # noqa: E402
 
 RUNS = Path(__file__).resolve().parent / "runs"
 CREATED_AT = "2025-01-15T10:00:00+00:00"
@@ -259,7 +259,7 @@ def measured(point: Point, rng: random.Random) -> PointResult:
 
 
 def judge_windows(wins: list[dict]) -> dict[str, Any]:
-    from harness.stability import WindowFigures
+    from harness.sweep.stability import WindowFigures
 
     figs = [
         WindowFigures(

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.model_zoo import build_model
+from harness.models.zoo import build_model
 from tests.conftest import start_server
 
 pytestmark = pytest.mark.timeout(120)

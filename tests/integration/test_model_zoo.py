@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.model_zoo import (
+from harness.models.zoo import (
     MODEL_JSON,
     MODEL_NAMES,
     build_model,
@@ -276,7 +276,7 @@ def test_model_options_lists_defaults_and_is_a_copy():
 
 
 def test_importing_the_zoo_does_not_import_tensorflow():
-    code = "import sys, harness.model_zoo; print('tensorflow' in sys.modules)"
+    code = "import sys, harness.models.zoo; print('tensorflow' in sys.modules)"
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True

@@ -26,7 +26,7 @@ import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2
 
-from harness.model_zoo import build_model
+from harness.models.zoo import build_model
 from tests.conftest import start_server
 
 pytestmark = pytest.mark.timeout(240)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.server_process import ServerProcess
+from harness.servers.server_process import ServerProcess
 from tests.conftest import shared_testdata as shared_data
 from tests.conftest import start_server
 

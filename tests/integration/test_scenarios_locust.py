@@ -22,7 +22,7 @@ import grpc
 import numpy as np
 import pytest
 
-from harness.model_zoo import build_model
+from harness.models.zoo import build_model
 from scenarios import tfs_wire
 from scenarios.payloads import PayloadSpec, build_payload, rest_body
 from scenarios.recording import decode_histogram, new_histogram

@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from harness.model_zoo import build_model
+from harness.models.zoo import build_model
 from tests.certificates import Pki, make_pki, ssl_config_text
 from tests.conftest import start_server
 

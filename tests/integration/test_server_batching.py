@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from harness.model_zoo import build_model
+from harness.models.zoo import build_model
 from tests.conftest import start_server
 
 QUEUE_FULL = "The batch scheduling queue to which this task was submitted is full"

@@ -24,7 +24,7 @@ import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from harness.model_zoo import build_model
+from harness.models.zoo import build_model
 from tests.conftest import start_server
 from tests.helpers import wait_for
 

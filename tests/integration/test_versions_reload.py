@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from harness.model_zoo import build_model
+from harness.models.zoo import build_model
 from tests.conftest import start_server
 from tests.helpers import wait_for
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from harness.batching_file import (
+from harness.errors import UserError
+from harness.plan.batching_file import (
     BatchingParams,
     format_batching,
     parse_batching,
     read_batching_file,
     write_batching_file,
 )
-from harness.errors import UserError
 
 FULL = BatchingParams(
     max_batch_size=32,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from harness.ci import check_baseline, default_baseline_path, gate
-from harness.compare import (
+from harness.decide.compare import (
     COMPARE_FILE,
     JUNIT_FILE,
     MARKDOWN_FILE,
@@ -28,7 +28,7 @@ from harness.compare import (
     write_baseline,
 )
 from harness.errors import UserError
-from harness.results import PointResult, ResultStore
+from harness.store.results import PointResult, ResultStore
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "runs"
 THRESHOLDS = {"throughput_rps": 0.05, "latency_p99_ms": 0.10}

@@ -11,7 +11,7 @@ import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow.core.protobuf import config_pb2
 
-from harness.model_zoo import build_model
+from harness.models.zoo import build_model
 from reference_server.devices import DeviceReport, discover_device, gpu_options
 from reference_server.flags import FlagError, ignored_flags, parse_flags
 from reference_server.metrics import ServerMetrics

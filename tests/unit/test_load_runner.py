@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.load_runner import LoadPlan, combine, locust_argv, metric_figures, window_stages
-from harness.measure import stage_deltas
-from harness.telemetry import REQUEST_COUNT, total
+from harness.sweep.load_runner import LoadPlan, combine, locust_argv, metric_figures, window_stages
+from harness.sweep.measure import stage_deltas
+from harness.sweep.telemetry import REQUEST_COUNT, total
 from scenarios.recording import Tally, encode_histogram
 
 

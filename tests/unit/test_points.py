@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from harness.batching_file import BatchingParams
-from harness.points import Point, ServerConfig, expand_matrix, format_number, server_configs
-from harness.spec import load_preset, validate_spec
+from harness.plan.batching_file import BatchingParams
+from harness.plan.points import Point, ServerConfig, expand_matrix, format_number, server_configs
+from harness.plan.spec import load_preset, validate_spec
 
 MBS32 = BatchingParams(
     max_batch_size=32, batch_timeout_micros=2000, num_batch_threads=2, max_enqueued_batches=16

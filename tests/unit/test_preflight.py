@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import UserError
-from harness.points import expand_matrix
-from harness.preflight import check, estimate_duration, raise_refusals, refusals
-from harness.spec import load_preset, validate_spec
+from harness.plan.points import expand_matrix
+from harness.plan.preflight import check, estimate_duration, raise_refusals, refusals
+from harness.plan.spec import load_preset, validate_spec
 
 
 def spec(**sections):

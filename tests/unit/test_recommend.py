@@ -8,10 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.batching_file import BatchingParams, read_batching_file
-from harness.errors import UserError
-from harness.points import Point, ServerConfig
-from harness.recommend import (
+from harness.decide.recommend import (
     BATCHING_FILE,
     RECOMMENDATION_FILE,
     RunData,
@@ -23,9 +20,12 @@ from harness.recommend import (
     recommend,
     write_recommendation,
 )
-from harness.results import PointResult
-from harness.spec import validate_spec
-from harness.stability import WindowFigures, judge
+from harness.errors import UserError
+from harness.plan.batching_file import BatchingParams, read_batching_file
+from harness.plan.points import Point, ServerConfig
+from harness.plan.spec import validate_spec
+from harness.store.results import PointResult
+from harness.sweep.stability import WindowFigures, judge
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "runs"
 CHOSEN = "mbs32-bt0-nbt2-meb16-r1-grpc-c64"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import recommend
+from harness.decide import recommend
 from harness.errors import UserError
 from harness.report import build_report_data
 from harness.report.render import render_html, write_report
-from harness.results import write_json
+from harness.store.results import write_json
 
 RUNS = Path(__file__).resolve().parents[1] / "golden" / "runs"
 SECTIONS = (

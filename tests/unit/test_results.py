@@ -12,19 +12,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.environment import (
+from harness.errors import UserError
+from harness.metrics import metric_ids
+from harness.plan.points import expand_matrix
+from harness.plan.spec import validate_spec
+from harness.store.environment import (
     collect_environment,
     git_info,
     parse_cpuinfo,
     parse_meminfo,
     parse_nvidia_smi,
 )
-from harness.errors import UserError
-from harness.metrics import metric_ids
-from harness.points import expand_matrix
-from harness.results import SCHEMA_VERSION, PointResult, ResultStore, new_run_id
-from harness.spec import validate_spec
-from harness.stability import WindowFigures, judge
+from harness.store.results import SCHEMA_VERSION, PointResult, ResultStore, new_run_id
+from harness.sweep.stability import WindowFigures, judge
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW_SPEC = {
@@ -216,9 +216,10 @@ def test_environment_parsers():
 
 def test_harness_core_never_imports_tensorflow():
     code = (
-        "import sys, harness.spec, harness.points, harness.strategies, harness.results, "
-        "harness.preflight, harness.environment, harness.batching_file, harness.stability\n"
-        "harness.environment.collect_environment()\n"
+        "import sys, harness.plan.spec, harness.plan.points, harness.plan.strategies, "
+        "harness.store.results, harness.plan.preflight, harness.store.environment, "
+        "harness.plan.batching_file, harness.sweep.stability\n"
+        "harness.store.environment.collect_environment()\n"
         "bad = [m for m in ('tensorflow', 'reference_server', 'locust') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.model_zoo import MODEL_NAMES, model_signature
+from harness.models.zoo import MODEL_NAMES, model_signature
 from scenarios.payloads import (
     PayloadError,
     PayloadSpec,

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from harness.errors import UserError
-from harness.presets import preset_names, preset_path
-from harness.spec import format_path, load_preset, load_spec, parse_spec, validate_spec
+from harness.plan.presets import preset_names, preset_path
+from harness.plan.spec import format_path, load_preset, load_spec, parse_spec, validate_spec
 
 MINIMAL = {"model": {"builtin": "mlp"}, "load": {"concurrency": [4]}}
 

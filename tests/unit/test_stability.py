@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness.stability import WindowFigures, judge, spread
+from harness.sweep.stability import WindowFigures, judge, spread
 
 
 def windows(*pairs, requests=None):

@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.batching_file import BatchingParams
 from harness.metrics import METRICS, metric, slo_misses
-from harness.points import Point, ServerConfig
-from harness.spec import MaxRateSpec
-from harness.strategies import GridStrategy, MaxRateSearch, Strategy
+from harness.plan.batching_file import BatchingParams
+from harness.plan.points import Point, ServerConfig
+from harness.plan.spec import MaxRateSpec
+from harness.plan.strategies import GridStrategy, MaxRateSearch, Strategy
 
 SLO = {"latency_p99_ms": 50.0, "error_rate": 0.01}
 

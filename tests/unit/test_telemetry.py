@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import telemetry
+from harness.sweep import telemetry
 
 BEFORE = """\
 # TYPE :tensorflow:serving:request_count counter

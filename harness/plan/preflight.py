@@ -12,10 +12,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.batching_file import BatchingParams
 from harness.errors import UserError
-from harness.points import Point
-from harness.spec import SweepSpec
+from harness.plan.batching_file import BatchingParams
+from harness.plan.points import Point
+from harness.plan.spec import SweepSpec
 
 # TF Serving's default max_batch_size, which applies when a point leaves it unset.
 TFS_DEFAULT_MAX_BATCH_SIZE = 1000

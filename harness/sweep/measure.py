@@ -1,8 +1,9 @@
 """Measuring one point on a running target: windows until stable, then the point's figures.
 
 A Locust run is a warm-up stage and then windows at the same load. After the first run the
-stability rule (harness.stability) looks at the last windows; while it says "measuring" another
-run adds windows (with its own short warm-up: a new generator process opens new connections).
+stability rule (harness.sweep.stability) looks at the last windows; while it says "measuring"
+another run adds windows (with its own short warm-up: a new generator process opens new
+connections).
 The point's figures come from the windows the verdict used: request counts added and latency
 histograms merged exactly, and the server's Prometheus counters diffed at the same stage
 boundaries (the scenario scrapes them as each stage starts), so client and server figures
@@ -18,8 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import telemetry
-from harness.load_runner import (
+from harness.plan.points import Point
+from harness.plan.spec import SweepSpec
+from harness.servers.targets import RunningTarget
+from harness.store.results import PointResult
+from harness.sweep import telemetry
+from harness.sweep.load_runner import (
     LoadError,
     LoadPlan,
     combine,
@@ -28,11 +33,7 @@ from harness.load_runner import (
     run_locust,
     window_stages,
 )
-from harness.points import Point
-from harness.results import PointResult
-from harness.spec import SweepSpec
-from harness.stability import StabilityVerdict, WindowFigures, judge
-from harness.targets import RunningTarget
+from harness.sweep.stability import StabilityVerdict, WindowFigures, judge
 
 WindowHook = Callable[[int, Mapping[str, Any]], None]
 

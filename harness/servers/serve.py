@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.replicas import ReplicaSet, start_replicas
+from harness.servers.replicas import ReplicaSet, start_replicas
 
 POLL_S = 0.5
 

@@ -6,7 +6,7 @@ declares what was built (name, resolved options, input and output specs) so the 
 the truth later without loading TensorFlow.
 
 This module does not import TensorFlow: the CLI imports `harness` and must start fast, so the
-TensorFlow half lives in `harness.model_zoo_graphs` and is imported only when a model is built.
+TensorFlow half lives in `harness.models.graphs` and is imported only when a model is built.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def _build_atomically(name: str, opts: dict[str, int | float], seed: int, target
     # Imported here: it imports TensorFlow, which costs seconds the CLI should not pay. Its
     # C++ start-up chatter (no CUDA driver, CPU features) says nothing about the model.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from harness import model_zoo_graphs
+    from harness.models import graphs as model_zoo_graphs
 
     # A dot-name is not a number, so TF Serving's version poller ignores the folder meanwhile.
     scratch = Path(tempfile.mkdtemp(prefix=f".building-{target.name}-", dir=target.parent))

@@ -1,6 +1,6 @@
 """``batchbench sweep``: run every point of a spec and keep each result the moment it is done.
 
-The loop is the same for every strategy (harness.strategies): a point is measured on its
+The loop is the same for every strategy (harness.plan.strategies): a point is measured on its
 target (started per server configuration, kept running while consecutive points share that
 configuration), written atomically to the run folder, and shown to the strategy, which picks
 what comes next. A server that crashes or never becomes ready fails its point, with the reason
@@ -18,18 +18,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import preflight
-from harness.environment import collect_environment
 from harness.errors import UserError
-from harness.measure import measure_point
-from harness.model_zoo import ensure_model
-from harness.points import Point, ServerConfig, expand_matrix
-from harness.progress import SweepProgress, make_progress
+from harness.models.zoo import ensure_model
+from harness.plan import preflight
+from harness.plan.points import Point, ServerConfig, expand_matrix
+from harness.plan.spec import SweepSpec
+from harness.plan.strategies import GridStrategy, MaxRateSearch, Strategy
 from harness.report import write_report
-from harness.results import PointResult, ResultStore, new_run_id
-from harness.spec import SweepSpec
-from harness.strategies import GridStrategy, MaxRateSearch, Strategy
-from harness.targets import RunningTarget, server_command, start_target
+from harness.servers.targets import RunningTarget, server_command, start_target
+from harness.store.environment import collect_environment
+from harness.store.results import PointResult, ResultStore, new_run_id
+from harness.sweep.measure import measure_point
+from harness.sweep.progress import SweepProgress, make_progress
 
 DEFAULT_REPORTS = Path("reports")
 MAX_RATE_FILE = "max_rate.json"

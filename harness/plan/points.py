@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from harness.batching_file import BatchingParams
-from harness.spec import IncludeRule, SweepSpec
+from harness.plan.batching_file import BatchingParams
+from harness.plan.spec import IncludeRule, SweepSpec
 
 LoadKind = Literal["concurrency", "rate"]
 

@@ -20,8 +20,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from harness.points import Point
-from harness.results import PointResult
+from harness.plan.points import Point
+from harness.store.results import PointResult
 
 
 class SweepProgress(Protocol):

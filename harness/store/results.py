@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from harness.errors import UserError
 from harness.metrics import metric_ids
-from harness.points import Point
-from harness.spec import SweepSpec
+from harness.plan.points import Point
+from harness.plan.spec import SweepSpec
 
 SCHEMA_VERSION = 1
 RUN_FILE = "run.json"

@@ -25,14 +25,14 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from harness import model_zoo
-from harness.batching_file import BatchingParams, format_batching
 from harness.errors import UserError
 from harness.metrics import METRICS, meets_bound, metric, slo_misses
-from harness.points import Point, ServerConfig, format_number
-from harness.replicas import replica_flags
-from harness.results import PointResult, ResultStore, read_json, write_atomically, write_json
-from harness.spec import Objective, SweepSpec, validate_spec
+from harness.models import zoo as model_zoo
+from harness.plan.batching_file import BatchingParams, format_batching
+from harness.plan.points import Point, ServerConfig, format_number
+from harness.plan.spec import Objective, SweepSpec, validate_spec
+from harness.servers.replicas import replica_flags
+from harness.store.results import PointResult, ResultStore, read_json, write_atomically, write_json
 
 RECOMMENDATION_FILE = "recommendation.json"
 BATCHING_FILE = "batching_parameters.txt"

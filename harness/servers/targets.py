@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.batching_file import write_batching_file
 from harness.errors import UserError
-from harness.points import ServerConfig
-from harness.replicas import PROMETHEUS_PATH, ReplicaSet, start_replicas
-from harness.server_process import REFERENCE_SERVER
-from harness.spec import SweepSpec
+from harness.plan.batching_file import write_batching_file
+from harness.plan.points import ServerConfig
+from harness.plan.spec import SweepSpec
+from harness.servers.replicas import PROMETHEUS_PATH, ReplicaSet, start_replicas
+from harness.servers.server_process import REFERENCE_SERVER
 
 TFSERVING_BINARY = "tensorflow_model_server"
 

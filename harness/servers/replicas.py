@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.server_process import (
+from harness.servers.server_process import (
     REFERENCE_SERVER,
     ServerProcess,
     free_port,

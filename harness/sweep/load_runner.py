@@ -21,7 +21,7 @@ from typing import Any
 from scenarios.recording import Tally
 from scenarios.results import ResultError, figures, load_result
 
-SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 SCENARIO_FILES = {"grpc": "tfserving_grpc.py", "rest": "tfserving_rest.py"}
 # Open loop: one arrival stream per this many requests/s, within these bounds. More streams
 # than needed only cost the generator CPU; too few cap the requests each can keep in flight.

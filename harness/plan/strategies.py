@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from harness.metrics import slo_misses
-from harness.points import Point
-from harness.spec import MaxRateSpec
+from harness.plan.points import Point
+from harness.plan.spec import MaxRateSpec
 
 Summary = Mapping[str, float]
 

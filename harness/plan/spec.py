@@ -28,9 +28,9 @@ from pydantic import (
     ValidationError,
 )
 
-from harness import model_zoo
 from harness.errors import UserError
 from harness.metrics import METRICS
+from harness.models import zoo as model_zoo
 
 # --- field types --------------------------------------------------------------------------------
 
@@ -321,7 +321,7 @@ def load_spec(path: str | Path) -> SweepSpec:
 
 def load_preset(name: str) -> SweepSpec:
     """A shipped spec by name (``default``, ``ci``); UserError listing the presets otherwise."""
-    from harness.presets import preset_names, preset_path
+    from harness.plan.presets import preset_names, preset_path
 
     if name not in preset_names():
         raise UserError(f"unknown preset {name!r}; presets: {', '.join(preset_names())}")

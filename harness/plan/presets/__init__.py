@@ -1,6 +1,6 @@
 """Shipped sweep specs: ``default`` (what ``batchbench demo`` runs) and ``ci`` (regression runs).
 
-Each preset is a YAML file beside this module; ``harness.spec.load_preset(name)`` validates it.
+Each preset is a YAML file beside this module; ``harness.plan.spec.load_preset(name)`` validates it.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ import numpy as np
 
 from harness.errors import UserError
 from harness.metrics import METRICS, metric
-from harness.results import PointResult, ResultStore, read_json, write_atomically, write_json
+from harness.store.results import PointResult, ResultStore, read_json, write_atomically, write_json
 
 BASELINE_KIND = "batchbench-baseline"
 COMPARE_FILE, MARKDOWN_FILE, JUNIT_FILE = "compare.json", "compare.md", "compare-junit.xml"

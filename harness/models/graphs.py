@@ -1,6 +1,6 @@
 """The TensorFlow half of the model zoo: one `tf.Module` per built-in model.
 
-Imported only by `harness.model_zoo.build_model` (it imports TensorFlow). Every module has a
+Imported only by `harness.models.zoo.build_model` (it imports TensorFlow). Every module has a
 `serve` tf.function with a fixed input signature whose dimension 0 is None; `save_model` writes it
 as the `serving_default` signature, so TF Serving's session loader (`loader.load(sess, ["serve"],
 path)` then `sess.run` by tensor names) can run it.
