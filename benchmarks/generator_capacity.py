@@ -72,7 +72,7 @@ def capacity_rows(protocol: str, steps: Sequence[Mapping[str, Any]]) -> list:
         for s in steps
     )
     cpu = best["generator_cpu_percent"] if best else None
-    per_core = best["throughput_rps"] / (cpu / 100) if cpu else None
+    per_core = best["throughput_rps"] / (cpu / 100) if best and cpu else None
     return [
         result(
             f"generator capacity {protocol} (open loop, 1 process)",

@@ -129,7 +129,7 @@ async def serve(port: int, rest_port: int, model: str, builtin: str) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", rest_port)
     await site.start()
-    rest_bound = site._server.sockets[0].getsockname()[1]
+    rest_bound = runner.addresses[0][1]
     print(f"Running gRPC ModelServer at 127.0.0.1:{bound} ...", flush=True)
     print(f"Exporting HTTP/REST API at:localhost:{rest_bound} ...", flush=True)
     stop = asyncio.Event()

@@ -64,10 +64,8 @@ def main(reuse_first: bool = False) -> int:
     per_point = spreads(folders)
     rows = []
     for metric, label in METRICS.items():
-        worst_group, worst = max(
-            ((g, s[metric]) for g, s in per_point.items() if s.get(metric) is not None),
-            key=lambda item: item[1],
-        )
+        measured = [(g, v) for g, s in per_point.items() if (v := s.get(metric)) is not None]
+        worst_group, worst = max(measured, key=lambda item: item[1])
         listing = ", ".join(f"{s.get(metric) or 0:.1%}" for s in per_point.values())
         rows.append(
             result(

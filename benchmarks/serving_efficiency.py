@@ -83,6 +83,7 @@ def main() -> int:
     base = model_path("cnn")
     # At saturation the server executes full batches; measured now, the figure is usable
     # only if that is what the server then did.
+    assert BATCHING.max_batch_size is not None
     before = in_process_rps(base, BATCHING.max_batch_size)
     runs = [served(base, users) for users in USERS]
     best = max(runs, key=lambda run: run["throughput_rps"])

@@ -138,7 +138,8 @@ def one_rate(base: Path, rate: float) -> dict:
 
 def worst_error(points: Sequence[dict], truth: str) -> tuple[float, str]:
     errors = [
-        (relative_error(p["ours_ms"][q], p[truth][q]), f"{p['rate_rps']:g}/s {q}")
+        # A figure missing on either side is the worst error there can be.
+        (relative_error(p["ours_ms"][q], p[truth][q]) or math.inf, f"{p['rate_rps']:g}/s {q}")
         for p in points
         for q in ("p50", "p99")
     ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf import text_format
 from google.protobuf.message import Message
@@ -93,9 +93,9 @@ def load_model_server_config(
     return _load(path, model_server_config_pb2.ModelServerConfig(), flag)
 
 
-def batching_parameters_from_proto(proto: Message) -> BatchingParameters:
+def batching_parameters_from_proto(proto: Any) -> BatchingParameters:
     """The dataclass for a BatchingParameters proto; fields it leaves unset keep TF's defaults."""
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     for name in (
         "max_batch_size",
         "batch_timeout_micros",

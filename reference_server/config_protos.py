@@ -11,8 +11,9 @@ that sets TF Serving's newer priority/padding-policy fields is rejected as an un
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
-from google.protobuf.message import Message
 
 _Field = descriptor_pb2.FieldDescriptorProto
 _PACKAGE = "tensorflow.serving"
@@ -99,7 +100,8 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
 POOL = _build_pool()
 
 
-def _message_class(name: str) -> type[Message]:
+def _message_class(name: str) -> Any:
+    # A class made at run time from a descriptor: its fields are unknown to a type checker.
     return message_factory.GetMessageClass(POOL.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
 
 

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 FlagKind = Literal["int32", "int64", "bool", "string", "float"]
 
@@ -393,9 +393,9 @@ def _unknown_argument(arg: str) -> FlagError:
     return FlagError(message, flag=name or None)
 
 
-def _scan(argv: Sequence[str]) -> tuple[dict[str, int | float | bool | str], list[str]]:
+def _scan(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     """Split argv into flag values (last one wins) and the arguments no flag claimed."""
-    values: dict[str, int | float | bool | str] = {}
+    values: dict[str, Any] = {}  # each value has its flag's type (_parse_value)
     unknown: list[str] = []
     for index, arg in enumerate(argv):
         if arg == "--":

@@ -446,7 +446,9 @@ def classification_result(
                 f"{list(value.shape)} for output {name}"
             )
     result = classification_pb2.ClassificationResult()
-    width = (classes if classes is not None else scores).shape[1]
+    first = classes if classes is not None else scores
+    assert first is not None  # classification_aliases insists on classes or scores
+    width = first.shape[1]
     for row in range(num_examples):
         entry = result.classifications.add()
         for col in range(width):

@@ -138,8 +138,8 @@ class ModelRegistry:
         """Make ``config`` the configured set of models; records of dropped ones stay (END)."""
         wanted = {c.name: c for c in config.model_config_list.config}
         with self._lock:
-            for name, record in self._models.items():
-                record.configured = name in wanted
+            for name, known in self._models.items():
+                known.configured = name in wanted
             for name, model_config in wanted.items():
                 record = self._models.get(name)
                 if record is None:

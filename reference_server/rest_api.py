@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -52,7 +52,10 @@ _MODEL_PATH = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE,
 )
-_JSON_OPTIONS = {"always_print_fields_with_no_presence": True, "preserving_proto_field_name": True}
+_JSON_OPTIONS: dict[str, Any] = {
+    "always_print_fields_with_no_presence": True,
+    "preserving_proto_field_name": True,
+}
 
 T = TypeVar("T")
 

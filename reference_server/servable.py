@@ -38,6 +38,8 @@ class TensorInfo:
     @functools.cached_property
     def numpy_dtype(self) -> np.dtype:
         """The dtype requests decode to: object arrays of bytes for DT_STRING."""
+        if self.dtype is None:
+            raise ValueError(f"{self.alias} has no dtype (DT_INVALID)")
         return np.dtype(object) if self.dtype == tf.string else np.dtype(self.dtype.as_numpy_dtype)
 
 

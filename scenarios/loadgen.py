@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import gevent
 from gevent.event import Event
@@ -595,6 +595,7 @@ class PredictUser(User):
         version, next_at = -1, float("inf")
         while True:
             plan = run.plan
+            assert plan is not None  # users are spawned only after the first plan arrived
             rate = plan.user_rate(time.perf_counter() - run.stage_started_at)
             if plan.version != version:
                 version = plan.version
@@ -640,6 +641,7 @@ class StagesShape(LoadTestShape):
     use_common_options = True
 
     def tick(self) -> tuple[int, float] | None:
+        assert self.runner is not None  # Locust attaches the runner before it calls tick()
         run: Run | None = getattr(self.runner.environment, "batchbench", None)
         stages = run.options.stages if run and run.options else ()
         index = stage_index_at(stages, self.get_run_time())
@@ -652,7 +654,7 @@ class StagesShape(LoadTestShape):
 # --- event wiring ---------------------------------------------------------------------------
 
 
-def fail(scenario: str, message: str) -> None:
+def fail(scenario: str, message: str) -> NoReturn:
     """Stop the process on a user error, with the message and no traceback (exit code 2)."""
     log.error("%s: %s", scenario, message)
     print(f"{scenario}: error: {message}", file=sys.stderr, flush=True)
@@ -700,15 +702,15 @@ def _on_init(environment: Any, backend: Backend, scenario: str) -> None:
     environment.batchbench = run
     _ENVIRONMENT[:] = [environment]
     try:
-        run.options = run.read_options()
-        if run.options.targets:
+        options = run.options = run.read_options()
+        if options.targets:
             run.ensure_prepared()
     except USER_ERRORS as exc:
         fail(scenario, str(exc))
-    if not run.is_worker and not run.options.stages:
+    if not run.is_worker and not options.stages:
         environment.shape_class = None  # StagesShape only runs when --stages is given
-    if not environment.host and run.options.targets:
-        environment.host = run.options.targets[0]  # FastHttpUser insists on a host
+    if not environment.host and options.targets:
+        environment.host = options.targets[0]  # FastHttpUser insists on a host
     runner = environment.runner
     if run.is_worker:
         runner.register_message(PLAN_MESSAGE, lambda msg, **_: _on_plan_message(run, msg))

@@ -122,7 +122,7 @@ class Recorder:
             self._tally(key).sent += 1
             self._in_flight[key] += 1
 
-    def succeeded(self, key: Key, latency_us: int) -> None:
+    def succeeded(self, key: Key, latency_us: float) -> None:
         if self._finish(key):
             value = min(max(int(latency_us), LOWEST_US), HIGHEST_US)
             self._tally(key).histogram.record_value(value)

@@ -220,7 +220,7 @@ def _serving_file() -> descriptor_pb2.FileDescriptorProto:
     )
 
 
-def _build_classes() -> dict[str, type]:
+def _build_classes() -> dict[str, Any]:  # classes made at run time: no static types
     pool = descriptor_pool.DescriptorPool()
     for module in (wrappers_pb2, any_pb2):
         pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
