@@ -24,6 +24,7 @@ import psutil
 
 from harness.models.zoo import ensure_model
 from harness.plan.batching_file import BatchingParams, write_batching_file
+from harness.plan.spec import LoadKind
 from harness.servers.server_process import ServerProcess, free_port, start_server
 from harness.sweep.load_runner import LoadPlan, run_locust
 
@@ -227,7 +228,7 @@ def locust_run(
     protocol: str,
     model: str,
     *,
-    load_kind: str = "concurrency",
+    load_kind: LoadKind = "concurrency",
     load: float,
     seconds: float,
     warmup_s: float = 1.0,

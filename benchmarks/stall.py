@@ -34,6 +34,7 @@ from benchmarks.common import (
     result,
 )
 from harness.plan.batching_file import BatchingParams
+from harness.plan.spec import LoadKind
 from harness.servers.replicas import PROMETHEUS_PATH, write_monitoring_config
 from harness.sweep import telemetry
 
@@ -71,7 +72,7 @@ def stall_when_serving(server, metrics_url: str, delay_s: float, record: dict) -
     record["end"] = time.time()
 
 
-def stalled_run(base: Path, load_kind: str, load: float) -> tuple[dict, dict]:
+def stalled_run(base: Path, load_kind: LoadKind, load: float) -> tuple[dict, dict]:
     with tempfile.TemporaryDirectory(prefix="bench-stall-") as tmp:
         monitoring = write_monitoring_config(Path(tmp))
         flags = (f"--monitoring_config_file={monitoring}",)

@@ -12,12 +12,10 @@ import hashlib
 import itertools
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from harness.plan.batching_file import BatchingParams
-from harness.plan.spec import IncludeRule, SweepSpec
-
-LoadKind = Literal["concurrency", "rate"]
+from harness.plan.spec import IncludeRule, LoadKind, SweepSpec
 
 # BatchingParams field -> key prefix, in key order.
 _PREFIXES: dict[str, str] = {
@@ -214,7 +212,7 @@ def expand_matrix(spec: SweepSpec) -> list[Point]:
     a difference between repeats instead of hiding inside one. For ``find_max_rate`` each point
     is the first probe of its search (rate = ``start_rps``). Duplicates are dropped, by key.
     """
-    kind, loads = _load_axis(spec)
+    kind, loads = spec.load.kind, spec.load.values
     grid = [
         point
         for point in _points(server_configs(spec), kind, loads, spec)
@@ -222,12 +220,6 @@ def expand_matrix(spec: SweepSpec) -> list[Point]:
     ]
     extra = _points([include_config(r) for r in spec.matrix.include], kind, loads, spec)
     return _dedup(sorted(grid + extra, key=lambda point: point.repeat))
-
-
-def _load_axis(spec: SweepSpec) -> tuple[LoadKind, tuple[float, ...]]:
-    if spec.load.kind == "find_max_rate":
-        return "rate", (spec.load.find_max_rate.start_rps,)  # type: ignore[union-attr]
-    return spec.load.kind, spec.load.values  # type: ignore[return-value]
 
 
 def _points(

@@ -212,7 +212,8 @@ class MaxRateSpec(_Strict):
     min_achieved: Fraction = 0.9
 
 
-LoadKind = Literal["concurrency", "rate", "find_max_rate"]
+# What a point's load is: closed-loop users or an open-loop rate (a max-rate search probes rates).
+LoadKind = Literal["concurrency", "rate"]
 
 
 class LoadSpec(_Strict):
@@ -228,13 +229,13 @@ class LoadSpec(_Strict):
 
     @property
     def kind(self) -> LoadKind:
-        if self.concurrency is not None:
-            return "concurrency"
-        return "rate" if self.rate is not None else "find_max_rate"
+        return "concurrency" if self.concurrency is not None else "rate"
 
     @property
     def values(self) -> tuple[float, ...]:
-        """The grid's load values (users or req/s); empty for a max-rate search."""
+        """The grid's load values (users or req/s); a max-rate search's first probe."""
+        if self.find_max_rate is not None:
+            return (self.find_max_rate.start_rps,)
         return tuple(self.concurrency or self.rate or ())
 
 

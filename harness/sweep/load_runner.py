@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.plan.spec import LoadKind
 from scenarios.recording import Tally
 from scenarios.results import ResultError, figures, load_result
 
@@ -43,7 +44,7 @@ class LoadPlan:
     protocol: str  # grpc | rest
     targets: tuple[str, ...]  # grpc://host:port or http://host:port
     model_name: str
-    load_kind: str  # concurrency | rate
+    load_kind: LoadKind
     load: float  # users, or requests/s
     warmup_s: float
     window_s: float
