@@ -115,7 +115,32 @@ _ALL: tuple[Metric, ...] = (
     ),
 )
 
-METRICS: Mapping[str, Metric] = {m.id: m for m in _ALL}
+# The figures a point gets a 95% interval for (harness.decide.stats.interval: bootstrap over the
+# used windows, and over repeats where there are several). Each adds two IDs, ``<id>_ci_low``
+# and ``<id>_ci_high``, in the same unit and direction, placed after the figures above.
+INTERVAL_METRICS = ("throughput_rps", "latency_p50_ms", "latency_p99_ms")
+CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
+
+
+def interval_ids(metric_id: str) -> tuple[str, str]:
+    """``throughput_rps`` → ``("throughput_rps_ci_low", "throughput_rps_ci_high")``."""
+    return metric_id + CI_LOW, metric_id + CI_HIGH
+
+
+def _interval_metrics(base: Metric) -> tuple[Metric, Metric]:
+    low, high = interval_ids(base.id)
+    what = f"of {base.description}: the mean over windows and repeats (bootstrap)"
+    return (
+        _m(low, f"{base.header} 95% CI low", base.unit, base.direction, f"lower end {what}"),
+        _m(high, f"{base.header} 95% CI high", base.unit, base.direction, f"upper end {what}"),
+    )
+
+
+_BY_ID = {m.id: m for m in _ALL}
+METRICS: Mapping[str, Metric] = {
+    **_BY_ID,
+    **{m.id: m for base in INTERVAL_METRICS for m in _interval_metrics(_BY_ID[base])},
+}
 
 
 def metric(metric_id: str) -> Metric:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import re
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,8 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 from xml.etree import ElementTree as ET
 
-import numpy as np
-
+from harness.decide.stats import CONFIDENCE, DRAWS, SEED, Change, bootstrap_change, seed_for
 from harness.errors import UserError
 from harness.metrics import METRICS, metric
 from harness.store.results import PointResult, ResultStore, read_json, write_atomically, write_json
@@ -37,9 +35,6 @@ from harness.store.results import PointResult, ResultStore, read_json, write_ato
 BASELINE_KIND = "batchbench-baseline"
 COMPARE_FILE, MARKDOWN_FILE, JUNIT_FILE = "compare.json", "compare.md", "compare-junit.xml"
 DEFAULT_THRESHOLDS = {"throughput_rps": 0.05, "latency_p99_ms": 0.10}
-CONFIDENCE = 0.95
-DRAWS = 4000
-SEED = 20240601
 # Environment fields that make two runs incomparable when they differ.
 ENVIRONMENT_KEYS = ("cpu_model", "cpu_count", "cpus_usable", "gpus")
 
@@ -199,59 +194,6 @@ def write_baseline(run_dir: Path | str, path: Path | str) -> Path:
 # --- the statistics ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Change:
-    """The relative change CURRENT/BASE - 1 and its bootstrap confidence interval."""
-
-    base: float
-    current: float
-    change: float
-    low: float
-    high: float
-
-
-def centre(groups: Sequence[Sequence[float]]) -> float:
-    """Mean over repeats of each repeat's mean: every repeat weighs the same."""
-    return float(np.mean([np.mean(g) for g in groups]))
-
-
-def resampled_centres(
-    groups: Sequence[Sequence[float]], rng: np.random.Generator, draws: int
-) -> np.ndarray:
-    """``draws`` bootstrap replicates of :func:`centre`: repeats drawn with replacement, then
-    windows drawn with replacement within each drawn repeat."""
-    counts = np.array([len(g) for g in groups])
-    values = np.full((len(groups), counts.max()), np.nan)
-    for i, g in enumerate(groups):
-        values[i, : len(g)] = g
-    picks = rng.integers(0, len(groups), size=(draws, len(groups)))
-    n = counts[picks]  # windows in each drawn repeat
-    slots = np.arange(counts.max())
-    index = np.floor(rng.random((draws, len(groups), counts.max())) * n[..., None]).astype(int)
-    drawn = values[picks[..., None], index]
-    drawn = np.where(slots < n[..., None], drawn, 0.0)
-    return (drawn.sum(axis=2) / n).mean(axis=1)
-
-
-def bootstrap_change(
-    base: Sequence[Sequence[float]],
-    current: Sequence[Sequence[float]],
-    *,
-    seed: int,
-    draws: int = DRAWS,
-    confidence: float = CONFIDENCE,
-) -> Change | None:
-    """The relative change of the centre and its percentile interval; None when base is 0."""
-    b, c = centre(base), centre(current)
-    if b == 0:
-        return None
-    rng = np.random.default_rng(seed)
-    ratios = resampled_centres(current, rng, draws) / resampled_centres(base, rng, draws) - 1
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(ratios[np.isfinite(ratios)], [tail, 100 - tail])
-    return Change(b, c, c / b - 1, float(low), float(high))
-
-
 def judge_change(metric_id: str, change: Change, threshold: float) -> tuple[Verdict, str]:
     """Regression when even the interval's most favourable end is worse than the threshold.
 
@@ -285,7 +227,7 @@ def _worse(metric_id: str, relative_change: float) -> float:
 
 def point_seed(group: str, metric_id: str, seed: int = SEED) -> int:
     """A seed per point and metric: verdicts do not depend on which other points exist."""
-    return seed ^ zlib.crc32(f"{group}/{metric_id}".encode())
+    return seed_for(group, metric_id, seed)
 
 
 # --- the comparison ------------------------------------------------------------------------------

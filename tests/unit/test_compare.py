@@ -17,16 +17,15 @@ from harness.decide.compare import (
     MARKDOWN_FILE,
     PointSamples,
     Side,
-    bootstrap_change,
     compare_point,
     compare_sides,
     junit_xml,
     load_side,
     markdown,
     parse_thresholds,
-    resampled_centres,
     write_baseline,
 )
+from harness.decide.stats import bootstrap_change, resampled_centres
 from harness.errors import UserError
 from harness.store.results import PointResult, ResultStore
 
