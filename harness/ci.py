@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from harness.decide.compare import (
+    Comparison,
     Side,
     append_step_summary,
     compare_sides,
@@ -61,7 +62,12 @@ def gate(
         return EXIT_PASS
     check_baseline(baseline)
     comparison = compare_sides(load_side(baseline), load_side(run_dir), thresholds)
-    paths = write_outputs(comparison, run_dir)
+    return publish(comparison, run_dir, step_summary)
+
+
+def publish(comparison: Comparison, out: Path, step_summary: Path | None = None) -> int:
+    """Write compare's files into ``out``, append the summary, print it; the exit code."""
+    paths = write_outputs(comparison, out)
     if step_summary is not None:
         append_step_summary(comparison, step_summary)
     print(summary_line(comparison))
@@ -109,3 +115,31 @@ def _write_report(run_dir: Path) -> None:
     except ImportError:  # the report is optional to the gate
         return
     print(f"report: {write_report(run_dir)}")
+
+
+def run_ci_ab(
+    base_command: str,
+    out: Path | None,
+    *,
+    rounds: int,
+    thresholds: Mapping[str, float] | None = None,
+    step_summary: Path | None = None,
+) -> int:
+    """The ``ci`` preset's points in interleaved rounds: BASE on ``base_command``'s server
+    (e.g. the base branch installed in another environment), HEAD on this installation's."""
+    import shlex
+
+    from harness.ab import BASE, HEAD, run_ab
+    from harness.plan.rounds import Arm
+    from harness.plan.spec import load_preset
+
+    base = Arm(BASE, command=tuple(shlex.split(base_command)))
+    return run_ab(
+        load_preset("ci"),
+        base,
+        Arm(HEAD),
+        rounds=rounds,
+        out=out,
+        thresholds=thresholds,
+        step_summary=step_summary,
+    )

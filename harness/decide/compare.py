@@ -27,7 +27,17 @@ from pathlib import Path
 from typing import Any, Literal
 from xml.etree import ElementTree as ET
 
-from harness.decide.stats import CONFIDENCE, DRAWS, SEED, Change, bootstrap_change, seed_for
+import numpy as np
+
+from harness.decide.stats import (
+    CONFIDENCE,
+    DRAWS,
+    SEED,
+    Change,
+    bootstrap_change,
+    paired_change,
+    seed_for,
+)
 from harness.errors import UserError
 from harness.metrics import METRICS, metric
 from harness.store.results import PointResult, ResultStore, read_json, write_atomically, write_json
@@ -296,6 +306,7 @@ class Comparison:
     points: list[PointComparison]
     environment_differences: list[str]
     seed: int = SEED
+    paired: bool = False
 
     @property
     def regressions(self) -> list[PointComparison]:
@@ -331,6 +342,7 @@ class Comparison:
             "confidence": CONFIDENCE,
             "draws": DRAWS,
             "seed": self.seed,
+            "paired": self.paired,
             "counts": self.counts(),
             "environment_differences": self.environment_differences,
             "points": [p.as_dict() for p in self.points],
@@ -357,8 +369,11 @@ def compare_sides(
     thresholds: Mapping[str, float] | None = None,
     *,
     seed: int = SEED,
+    paired: bool = False,
 ) -> Comparison:
-    """Compare every point key of either side (pure: no files)."""
+    """Compare every point key of either side (pure: no files). ``paired``: the sides were
+    measured in the same rounds (``batchbench ab``), repeat i of each side in round i, so each
+    change comes from the per-round ratios (:func:`harness.decide.stats.paired_change`)."""
     thresholds = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
     base_groups, current_groups = base.groups(), current.groups()
     if not set(base_groups) & set(current_groups):
@@ -368,11 +383,13 @@ def compare_sides(
         )
     keys = list(base_groups) + [k for k in current_groups if k not in base_groups]
     points = [
-        compare_point(k, base_groups.get(k, []), current_groups.get(k, []), thresholds, seed)
+        compare_point(
+            k, base_groups.get(k, []), current_groups.get(k, []), thresholds, seed, paired=paired
+        )
         for k in keys
     ]
     differences = environment_differences(base.environment, current.environment)
-    return Comparison(base, current, thresholds, points, differences, seed)
+    return Comparison(base, current, thresholds, points, differences, seed, paired)
 
 
 def compare_point(
@@ -381,6 +398,8 @@ def compare_point(
     current: Sequence[PointSamples],
     thresholds: Mapping[str, float],
     seed: int = SEED,
+    *,
+    paired: bool = False,
 ) -> PointComparison:
     """One point key: its repeats on each side, every tracked metric."""
     result = PointComparison(key, "ok", "", [p.key for p in base], [p.key for p in current])
@@ -400,7 +419,8 @@ def compare_point(
         result.status, result.note = "failed_in_base", "failed in BASE: nothing to compare with"
     else:
         result.metrics = [
-            compare_metric(key, m, t, base_ok, current, seed) for m, t in thresholds.items()
+            compare_metric(key, m, t, base_ok, current, seed, paired=paired)
+            for m, t in thresholds.items()
         ]
         _settle(result, current)
     return result
@@ -424,6 +444,8 @@ def compare_metric(
     base: Sequence[PointSamples],
     current: Sequence[PointSamples],
     seed: int = SEED,
+    *,
+    paired: bool = False,
 ) -> MetricComparison:
     base_groups = [s for p in base if (s := p.samples(metric_id))]
     current_groups = [s for p in current if (s := p.samples(metric_id))]
@@ -436,13 +458,35 @@ def compare_metric(
         return MetricComparison(
             metric_id, "undefined", f"not measured in {side}", threshold, **counts
         )
-    change = bootstrap_change(base_groups, current_groups, seed=point_seed(key, metric_id, seed))
+    change = paired_change(*round_figures(base, current, metric_id)) if paired else None
+    if change is None:  # not paired, or fewer than two common rounds
+        change = bootstrap_change(
+            base_groups, current_groups, seed=point_seed(key, metric_id, seed)
+        )
     if change is None:
         return MetricComparison(
             metric_id, "undefined", "BASE is 0: no relative change", threshold, **counts
         )
     verdict, note = judge_change(metric_id, change, threshold)
     return MetricComparison(metric_id, verdict, note, threshold, change, **counts)
+
+
+def round_figures(
+    base: Sequence[PointSamples], current: Sequence[PointSamples], metric_id: str
+) -> tuple[list[float], list[float]]:
+    """The figure of each round both sides measured (repeat i = round i), in round order."""
+    sides = [
+        {repeat_of(p.key): float(np.mean(s)) for p in points if (s := p.samples(metric_id))}
+        for points in (base, current)
+    ]
+    rounds = sorted(set(sides[0]) & set(sides[1]))
+    return [sides[0][r] for r in rounds], [sides[1][r] for r in rounds]
+
+
+def repeat_of(key: str) -> int:
+    """The repeat (round) index at the end of a point key; 0 when it has none."""
+    match = re.search(r"-rep(\d+)$", key)
+    return int(match.group(1)) if match else 0
 
 
 def environment_differences(base: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -501,7 +545,7 @@ def markdown(comparison: Comparison) -> str:
         "",
         f"BASE `{comparison.base.label}` → CURRENT `{comparison.current.label}`; thresholds "
         + ", ".join(f"{m} {_pct(t, signed=False)}" for m, t in comparison.thresholds.items())
-        + f"; a regression must also exceed the noise ({CONFIDENCE:.0%} bootstrap interval).",
+        + f"; a regression must also exceed the noise ({_interval_kind(comparison)}).",
         "",
     ]
     lines += [f"> ⚠️ Different machines — {d}" for d in comparison.environment_differences]
@@ -512,6 +556,12 @@ def markdown(comparison: Comparison) -> str:
     for point in comparison.points:
         lines += _markdown_rows(point)
     return "\n".join(lines) + "\n"
+
+
+def _interval_kind(comparison: Comparison) -> str:
+    if comparison.paired:
+        return f"{CONFIDENCE:.0%} paired t-interval over interleaved rounds"
+    return f"{CONFIDENCE:.0%} bootstrap interval"
 
 
 def _markdown_rows(point: PointComparison) -> list[str]:

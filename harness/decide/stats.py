@@ -13,8 +13,6 @@ Pure functions of numbers, seeded, so the same inputs always give the same verdi
   a slow minute) cancels; a paired t-test (``scipy.stats.ttest_rel`` on the logs) gives the
   interval, which the few rounds of a job need rather than a bootstrap's optimism.
 - :func:`tied`, :func:`tie_set`: which candidates cannot be told apart from the best.
-- :func:`balanced_rounds`: the order arms are measured in, A B B A ..., so that neither arm is
-  always first (warmer caches, a quieter machine) in any pair of rounds.
 """
 
 from __future__ import annotations
@@ -259,19 +257,3 @@ def tie_set(best: str, changes: Mapping[str, Change | None], higher_is_better: b
 def tie_break(candidates: Sequence[T], key: Callable[[T], tuple[Any, ...]]) -> T:
     """The candidate with the smallest tie-break key (see the recommender's rule)."""
     return min(candidates, key=key)
-
-
-# --- order ----------------------------------------------------------------------------------------
-
-
-def balanced_rounds(arms: Sequence[T], rounds: int) -> list[list[T]]:
-    """The order of ``arms`` in each round: rotated by one every second round and reversed in
-    every odd round. Two arms: A B, B A, B A, A B, ... (the ABBA design); N arms: every arm
-    takes every position equally often over 2N rounds, and follows each other arm as often as
-    it precedes it."""
-    out = []
-    for r in range(rounds):
-        shift = (r // 2) % max(1, len(arms))
-        order = list(arms[shift:]) + list(arms[:shift])
-        out.append(order[::-1] if r % 2 else order)
-    return out

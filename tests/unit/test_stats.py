@@ -9,7 +9,6 @@ import pytest
 
 from harness.decide.stats import (
     Change,
-    balanced_rounds,
     bootstrap_change,
     interval,
     interval_figures,
@@ -140,17 +139,3 @@ def test_tie_break_takes_the_smallest_key():
     ]
     chosen = tie_break(candidates, key=lambda c: (c["p99"], c["replicas"]))
     assert chosen["key"] == "cheap"
-
-
-def test_balanced_rounds_of_two_arms_is_abba():
-    assert balanced_rounds(["A", "B"], 4) == [["A", "B"], ["B", "A"], ["B", "A"], ["A", "B"]]
-
-
-def test_balanced_rounds_put_every_arm_in_every_place_equally_often():
-    rounds = balanced_rounds(["A", "B", "C"], 6)
-    for place in range(3):
-        column = [order[place] for order in rounds]
-        assert sorted(column) == ["A", "A", "B", "B", "C", "C"]
-    before = sum(order.index("A") < order.index("B") for order in rounds)
-    assert before == 3  # A precedes B in half the rounds
-    assert all(sorted(order) == ["A", "B", "C"] for order in rounds)
