@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from harness.decide.compare import (
+    KEEP_RUNS,
     Comparison,
     Side,
     append_step_summary,
@@ -52,12 +53,15 @@ def gate(
     update: bool = False,
     thresholds: Mapping[str, float] | None = None,
     step_summary: Path | None = None,
+    keep: int = KEEP_RUNS,
 ) -> int:
     """Compare ``run_dir`` with ``baseline`` (0 pass, 1 regression) or, with ``update``, keep
-    ``run_dir`` as the baseline. Compare's files go into the run folder."""
+    ``run_dir`` in the baseline with up to ``keep - 1`` earlier runs. Compare's files go into
+    the run folder."""
     if update:
-        path = write_baseline(run_dir, baseline)
-        print(f"baseline written: {path} (commit it)")
+        path = write_baseline(run_dir, baseline, keep)
+        runs = load_side(path).runs()
+        print(f"baseline written: {path}, {runs} run(s) (commit it)")
         _warn_if_rough(load_side(path))
         return EXIT_PASS
     check_baseline(baseline)
@@ -94,6 +98,7 @@ def run_ci(
     update: bool = False,
     thresholds: Mapping[str, float] | None = None,
     step_summary: Path | None = None,
+    keep: int = KEEP_RUNS,
 ) -> int:
     """Run the ``ci`` preset into ``out`` (the run folder), then :func:`gate`."""
     from harness.plan.spec import load_preset
@@ -104,7 +109,14 @@ def run_ci(
         check_baseline(baseline)  # before minutes of sweeping, not after
     # The report is written after the gate, so that it shows the comparison (compare.json).
     run_dir = run_sweep(load_preset("ci"), out, resume=False, report=False)
-    code = gate(run_dir, baseline, update=update, thresholds=thresholds, step_summary=step_summary)
+    code = gate(
+        run_dir,
+        baseline,
+        update=update,
+        thresholds=thresholds,
+        step_summary=step_summary,
+        keep=keep,
+    )
     _write_report(run_dir)
     return code
 

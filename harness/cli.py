@@ -149,6 +149,7 @@ def _ci(args: argparse.Namespace) -> int:
         update=args.update_baseline,
         thresholds=thresholds,
         step_summary=step_summary,
+        keep=args.keep_runs,
     )
 
 
@@ -299,6 +300,14 @@ def _add_gate_commands(commands) -> None:
     )
     ci.add_argument(
         "--update-baseline", action="store_true", help="keep this run as the new baseline"
+    )
+    ci.add_argument(
+        "--keep-runs",
+        type=int,
+        default=3,
+        metavar="K",
+        help="--update-baseline keeps the last K runs; their between-run spread joins the "
+        "gate's noise (default 3)",
     )
     ci.add_argument("--out", help="the run folder (default: reports/<run-id>)")
     ci.add_argument(

@@ -36,7 +36,9 @@ from harness.decide.stats import (
     Change,
     bootstrap_change,
     paired_change,
+    run_spread,
     seed_for,
+    with_run_noise,
 )
 from harness.errors import UserError
 from harness.metrics import METRICS, metric
@@ -44,6 +46,7 @@ from harness.store.results import PointResult, ResultStore, read_json, write_ato
 
 BASELINE_KIND = "batchbench-baseline"
 COMPARE_FILE, MARKDOWN_FILE, JUNIT_FILE = "compare.json", "compare.md", "compare-junit.xml"
+KEEP_RUNS = 3  # runs a stored baseline keeps (--keep-runs)
 DEFAULT_THRESHOLDS = {"throughput_rps": 0.05, "latency_p99_ms": 0.10}
 # Environment fields that make two runs incomparable when they differ.
 ENVIRONMENT_KEYS = ("cpu_model", "cpu_count", "cpus_usable", "gpus")
@@ -71,6 +74,7 @@ class PointSamples:
     reason: str | None
     metrics: dict[str, float | None]
     windows: dict[str, list[float]]
+    run: int = 0  # in a baseline of several runs: 0 the newest, 1 the one before, ...
 
     def samples(self, metric_id: str) -> list[float]:
         """The used windows' values; the point's figure alone when no window has one."""
@@ -106,7 +110,26 @@ class Side:
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"path": self.label, "kind": self.kind, "run_id": self.run_id}
+        return {
+            "path": self.label,
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "runs": self.runs(),
+        }
+
+    def runs(self) -> int:
+        """How many runs the side holds (a baseline keeps the last K)."""
+        return 1 + max((p.run for p in self.points), default=0)
+
+    def run_noise(self, group: str, metric_id: str) -> float | None:
+        """The relative spread of this point's figure between the side's runs (None with
+        one run): the noise a single new run's own repeats and windows cannot show."""
+        members = [p for p in self.points if p.group == group and p.status == "ok"]
+        runs = [
+            [s for p in members if p.run == r and (s := p.samples(metric_id))]
+            for r in range(self.runs())
+        ]
+        return run_spread([r for r in runs if r])
 
 
 def strip_repeat(key: str) -> str:
@@ -152,7 +175,12 @@ def load_side(path: Path | str) -> Side:
     if data.get("kind") != BASELINE_KIND:
         raise UserError(f"{path} is not a batchbench baseline file (kind is not {BASELINE_KIND!r})")
     try:
-        points = [_samples_from_baseline(key, value) for key, value in data["points"].items()]
+        runs = [data["points"], *(old["points"] for old in data.get("history") or [])]
+        points = [
+            _samples_from_baseline(key, value, run)
+            for run, found in enumerate(runs)
+            for key, value in found.items()
+        ]
     except (KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{path}: malformed baseline point ({exc})") from None
     source = data.get("source") or {}
@@ -161,7 +189,7 @@ def load_side(path: Path | str) -> Side:
     )
 
 
-def _samples_from_baseline(key: str, value: Mapping[str, Any]) -> PointSamples:
+def _samples_from_baseline(key: str, value: Mapping[str, Any], run: int = 0) -> PointSamples:
     return PointSamples(
         key=key,
         group=strip_repeat(key),
@@ -171,11 +199,12 @@ def _samples_from_baseline(key: str, value: Mapping[str, Any]) -> PointSamples:
         reason=value.get("reason"),
         metrics=dict(value.get("metrics") or {}),
         windows={k: list(v) for k, v in (value.get("windows") or {}).items()},
+        run=run,
     )
 
 
 def baseline_data(run_dir: Path | str) -> dict[str, Any]:
-    """The baseline file's content for a run folder (every point, by key)."""
+    """The baseline file's content for a run folder (every point, by key), one run only."""
     side = load_side(Path(run_dir))
     if side.kind != "run":
         raise UserError(f"{run_dir} is not a run folder")
@@ -189,8 +218,12 @@ def baseline_data(run_dir: Path | str) -> dict[str, Any]:
     }
 
 
-def write_baseline(run_dir: Path | str, path: Path | str) -> Path:
-    """Keep a run as the baseline; refused when any point failed (it could not gate anything)."""
+def write_baseline(run_dir: Path | str, path: Path | str, keep: int = KEEP_RUNS) -> Path:
+    """Keep a run as the baseline, with up to ``keep - 1`` earlier runs of the same points
+    from the file already at ``path`` (their between-run spread joins the gate's noise).
+    Refused when any point failed (it could not gate anything)."""
+    if keep < 1:
+        raise UserError(f"--keep-runs: keep at least 1 run (got {keep})")
     data = baseline_data(run_dir)
     failed = [k for k, v in data["points"].items() if v["status"] != "ok"]
     if failed:
@@ -198,7 +231,22 @@ def write_baseline(run_dir: Path | str, path: Path | str) -> Path:
             f"{len(failed)} point(s) of {run_dir} failed ({', '.join(failed[:3])}"
             f"{', ...' if len(failed) > 3 else ''}): not kept as a baseline; fix them and run again"
         )
+    data["history"] = _earlier_runs(Path(path), data["points"])[: keep - 1]
     return write_json(Path(path), data)
+
+
+def _earlier_runs(path: Path, points: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The runs of the baseline at ``path``, newest first, when it measured the same points
+    (a changed preset starts the history again); [] when there is no baseline yet."""
+    if not path.is_file():
+        return []
+    old = read_json(path)
+    runs = [
+        {"source": old.get("source") or {}, "points": old.get("points") or {}},
+        *(old.get("history") or []),
+    ]
+    groups = {strip_repeat(k) for k in points}
+    return [r for r in runs if {strip_repeat(k) for k in r["points"]} == groups]
 
 
 # --- the statistics ------------------------------------------------------------------------------
@@ -252,6 +300,7 @@ class MetricComparison:
     change: Change | None = None
     base_samples: int = 0
     current_samples: int = 0
+    run_noise: float | None = None  # BASE's between-run spread, when it holds several runs
 
     def as_dict(self) -> dict[str, Any]:
         c = self.change
@@ -269,6 +318,7 @@ class MetricComparison:
             "note": self.note,
             "base_samples": self.base_samples,
             "current_samples": self.current_samples,
+            "run_noise": self.run_noise,
         }
 
 
@@ -384,7 +434,13 @@ def compare_sides(
     keys = list(base_groups) + [k for k in current_groups if k not in base_groups]
     points = [
         compare_point(
-            k, base_groups.get(k, []), current_groups.get(k, []), thresholds, seed, paired=paired
+            k,
+            base_groups.get(k, []),
+            current_groups.get(k, []),
+            thresholds,
+            seed,
+            paired=paired,
+            run_noise={m: base.run_noise(k, m) for m in thresholds},
         )
         for k in keys
     ]
@@ -400,9 +456,12 @@ def compare_point(
     seed: int = SEED,
     *,
     paired: bool = False,
+    run_noise: Mapping[str, float | None] | None = None,
 ) -> PointComparison:
-    """One point key: its repeats on each side, every tracked metric."""
+    """One point key: its repeats on each side, every tracked metric. ``run_noise``: per
+    metric, BASE's relative spread between runs, added to each change's interval."""
     result = PointComparison(key, "ok", "", [p.key for p in base], [p.key for p in current])
+    noise = run_noise or {}
     failed_now = [p for p in current if p.status != "ok"]
     base_ok = [p for p in base if p.status == "ok"]
     if not current:
@@ -419,7 +478,7 @@ def compare_point(
         result.status, result.note = "failed_in_base", "failed in BASE: nothing to compare with"
     else:
         result.metrics = [
-            compare_metric(key, m, t, base_ok, current, seed, paired=paired)
+            compare_metric(key, m, t, base_ok, current, seed, paired=paired, run_noise=noise.get(m))
             for m, t in thresholds.items()
         ]
         _settle(result, current)
@@ -446,6 +505,7 @@ def compare_metric(
     seed: int = SEED,
     *,
     paired: bool = False,
+    run_noise: float | None = None,
 ) -> MetricComparison:
     base_groups = [s for p in base if (s := p.samples(metric_id))]
     current_groups = [s for p in current if (s := p.samples(metric_id))]
@@ -467,8 +527,14 @@ def compare_metric(
         return MetricComparison(
             metric_id, "undefined", "BASE is 0: no relative change", threshold, **counts
         )
+    if run_noise:
+        change = with_run_noise(change, run_noise)
     verdict, note = judge_change(metric_id, change, threshold)
-    return MetricComparison(metric_id, verdict, note, threshold, change, **counts)
+    if run_noise:
+        note += f"; between-run spread {run_noise:.1%} included"
+    return MetricComparison(
+        metric_id, verdict, note, threshold, change, **counts, run_noise=run_noise
+    )
 
 
 def round_figures(

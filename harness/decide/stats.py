@@ -219,20 +219,29 @@ def paired_change(
     )
 
 
-def with_noise_floor(change: Change, noise: float) -> Change:
-    """The interval widened by a known relative noise on each side (e.g. the spread between
-    runs a stored baseline has seen): ``noise`` 0.04 moves each end 4 points outwards."""
-    if noise <= 0:
+def with_run_noise(change: Change, sigma: float, z: float = 1.96) -> Change:
+    """The interval widened by a run-to-run noise the two sides' own samples cannot show.
+
+    ``sigma`` is the relative standard deviation of a run's figure between runs (what a stored
+    baseline of several runs has seen): the current run's own offset is unknown by that much,
+    so ``z * sigma`` is added to each half of the interval in quadrature."""
+    if not sigma > 0:
         return change
+    extra = (z * sigma) ** 2
+    low = change.change - math.sqrt((change.change - change.low) ** 2 + extra)
+    high = change.change + math.sqrt((change.high - change.change) ** 2 + extra)
     return Change(
-        change.base,
-        change.current,
-        change.change,
-        change.low - noise,
-        change.high + noise,
-        change.paired,
-        change.pairs,
+        change.base, change.current, change.change, low, high, change.paired, change.pairs
     )
+
+
+def run_spread(runs: Sequence[Sequence[Sequence[float]]]) -> float | None:
+    """The relative standard deviation of :func:`centre` between runs (each a list of repeats'
+    window values); None with fewer than two runs or a zero mean."""
+    centres = [centre(groups) for groups in runs if groups and any(groups)]
+    if len(centres) < 2 or np.mean(centres) == 0:
+        return None
+    return float(np.std(centres, ddof=1) / abs(np.mean(centres)))
 
 
 # --- ties -----------------------------------------------------------------------------------------

@@ -13,10 +13,11 @@ from harness.decide.stats import (
     interval,
     interval_figures,
     paired_change,
+    run_spread,
     tie_break,
     tie_set,
     tied,
-    with_noise_floor,
+    with_run_noise,
 )
 
 # scipy.stats.t.ppf(0.975, 3): the two-sided 95% quantile of Student's t with 3 degrees of freedom.
@@ -104,11 +105,19 @@ def test_paired_aa_false_alarm_rate_is_the_confidence_level():
     assert 0.035 < misses / 2000 < 0.065
 
 
-def test_noise_floor_widens_both_ends():
-    change = Change(100.0, 95.0, -0.05, -0.07, -0.03)
-    wider = with_noise_floor(change, 0.04)
-    assert (wider.low, wider.high, wider.change) == pytest.approx((-0.11, 0.01, -0.05))
-    assert with_noise_floor(change, 0.0) is change
+def test_run_noise_widens_the_interval_in_quadrature():
+    change = Change(100.0, 95.0, -0.05, -0.08, -0.02)
+    wider = with_run_noise(change, 0.02)  # z * sigma = 0.0392
+    assert wider.change == -0.05
+    assert wider.low == pytest.approx(-0.05 - math.hypot(0.03, 0.0392))
+    assert wider.high == pytest.approx(-0.05 + math.hypot(0.03, 0.0392))
+    assert with_run_noise(change, 0.0) is change
+
+
+def test_run_spread_is_the_relative_sd_of_run_centres():
+    runs = [[[90.0, 90.0], [90.0]], [[100.0], [100.0]], [[110.0, 110.0]]]
+    assert run_spread(runs) == pytest.approx(10.0 / 100.0)
+    assert run_spread(runs[:1]) is None
 
 
 def test_tied_depends_on_which_way_is_better():
