@@ -25,6 +25,14 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from harness.decide.compare import samples_from_result
+from harness.decide.ties import (
+    Decision,
+    candidate_intervals,
+    decide,
+    decision_text,
+    interval_metrics,
+)
 from harness.errors import UserError
 from harness.metrics import METRICS, meets_bound, metric, slo_misses
 from harness.models import zoo as model_zoo
@@ -37,6 +45,7 @@ from harness.store.results import PointResult, ResultStore, read_json, write_ato
 RECOMMENDATION_FILE = "recommendation.json"
 BATCHING_FILE = "batching_parameters.txt"
 MAX_RATE_FILE = "max_rate.json"
+CONFIRM_DIR = "confirm"  # a confirmation run's folder inside the run folder
 THROUGHPUT, P99 = "throughput_rps", "latency_p99_ms"
 # TF Serving's BatchingParameters defaults (num_batch_threads defaults to the machine's cores).
 TFSERVING_DEFAULTS = {"max_batch_size": 1000, "batch_timeout_micros": 0, "max_enqueued_batches": 10}
@@ -60,6 +69,8 @@ class RunData:
     environment: dict[str, Any] = field(default_factory=dict)
     searches: list[dict[str, Any]] | None = None  # max_rate.json's "searches", if any
     root: Path | None = None
+    # A confirmation run's results (RUN/confirm/): the candidates re-measured in rounds.
+    confirmation: list[PointResult] | None = None
 
 
 def load_run(run_dir: Path | str) -> RunData:
@@ -70,6 +81,10 @@ def load_run(run_dir: Path | str) -> RunData:
     searches = None
     if (store.root / MAX_RATE_FILE).is_file():
         searches = read_json(store.root / MAX_RATE_FILE).get("searches", [])
+    confirm = store.root / CONFIRM_DIR
+    confirmation = (
+        ResultStore.open(confirm).load_points() if (confirm / "run.json").is_file() else None
+    )
     return RunData(
         spec=spec,
         results=store.load_points(),
@@ -77,6 +92,7 @@ def load_run(run_dir: Path | str) -> RunData:
         environment=info.get("environment") or {},
         searches=searches,
         root=store.root,
+        confirmation=confirmation,
     )
 
 
@@ -418,6 +434,8 @@ class Recommendation:
     margins: list[dict[str, Any]]
     batching_text: str | None = None
     commands: dict[str, Any] = field(default_factory=dict)
+    decision: Decision | None = None  # ties and margins (grid runs, single-metric objective)
+    confirmed: bool = False  # figures from a confirmation run
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -437,6 +455,8 @@ class Recommendation:
             "excluded": self.excluded,
             "batching_parameters": self.batching_text,
             "commands": self.commands,
+            "decision": self.decision.as_dict() if self.decision else None,
+            "confirmed": self.confirmed,
         }
 
 
@@ -456,13 +476,19 @@ def recommend(
     slo = dict(default_slo(data.spec) if slo is None else slo)
     objective = objective or data.spec.recommend.objective
     constraints = [Constraint(k, v) for k, v in slo.items()]
-    candidates, excluded = build_candidates(data.results, slo)
+    confirmed = data.confirmation is not None and data.searches is None
+    results = data.confirmation if confirmed else data.results
+    candidates, excluded = build_candidates(results or [], slo)
     score_candidates([c for c in candidates if c.feasible] or candidates, objective)
     mode: Mode = "max_rate" if data.searches is not None else "grid"
     ranked = rank(candidates)
+    decision = None
     if mode == "max_rate":
         by_key = {r.key: r for r in data.results}
         ranked = rank(max_rate_candidates(data.searches or [], by_key))
+    else:
+        decision = decide_ties(ranked, results or [], slo, objective, paired=confirmed)
+        ranked = _chosen_first(ranked, decision)
     chosen = ranked[0] if ranked else None
     status: Status = "no_candidates" if chosen is None else "met" if chosen.feasible else "none_met"
     baselines = compare_baselines(chosen, candidates, ranked, mode, data.environment)
@@ -481,6 +507,8 @@ def recommend(
         baselines=baselines,
         why=[],
         margins=margins(chosen, constraints) if chosen else [],
+        decision=decision,
+        confirmed=confirmed,
     )
     rec.sentence = sentence(rec, len(data.results))
     rec.why = reasons(rec, data.spec)
@@ -488,6 +516,35 @@ def recommend(
         rec.batching_text = batching_text(chosen, rec)
         rec.commands = server_commands(chosen.point, data.spec, data.root, data.environment)
     return rec
+
+
+def decide_ties(
+    ranked: Sequence[Candidate],
+    results: Sequence[PointResult],
+    slo: Mapping[str, float],
+    objective: Objective,
+    *,
+    paired: bool,
+) -> Decision | None:
+    """Give every candidate its intervals and run the tie analysis (harness.decide.ties) on
+    the feasible ones; None for a weighted objective (no single figure to compare)."""
+    by_key = {r.key: samples_from_result(r) for r in results}
+    members = {c.key: [by_key[k] for k in c.point_keys] for c in ranked}
+    for c in ranked:
+        c.metrics.update(interval_metrics(candidate_intervals(c.key, members[c.key])))
+    metric_id = objective.maximize or objective.minimize
+    if metric_id is None:
+        return None
+    feasible = [c for c in ranked if c.feasible]
+    higher = objective.maximize is not None
+    return decide(feasible, members, metric_id, slo, higher_is_better=higher, paired=paired)
+
+
+def _chosen_first(ranked: list[Candidate], decision: Decision | None) -> list[Candidate]:
+    """The ranking with the tie-break's pick moved to the front."""
+    if decision is None or decision.chosen == ranked[0].key:
+        return ranked
+    return sorted(ranked, key=lambda c: c.key != decision.chosen)
 
 
 def default_slo(spec: SweepSpec) -> dict[str, float]:
@@ -655,7 +712,11 @@ def sentence(rec: Recommendation, total_points: int) -> str:
             f"No configuration met the SLO ({slo}); the closest is {describe_config(chosen.point)}"
             f" ({figures}), which missed {missed}."
         )
-    return f"Use {describe_config(chosen.point)}: {figures}, meeting {slo}{_gains_text(rec)}."
+    decided = f" {decision_text(rec.decision)}" if rec.decision else ""
+    return (
+        f"Use {describe_config(chosen.point)}: {figures}, meeting {slo}{_gains_text(rec)}."
+        + decided
+    )
 
 
 def _figures_text(chosen: Candidate, mode: Mode) -> str:
@@ -704,6 +765,17 @@ def reasons(rec: Recommendation, spec: SweepSpec) -> list[str]:
         lines.append(
             "None met every constraint: ranked by the largest relative miss (how far the SLO "
             "would have to be relaxed for each to pass)."
+        )
+    if rec.confirmed:
+        lines.append(
+            "Figures from the confirmation run: the tied-best candidates (and the unbatched "
+            "baseline) re-measured in interleaved rounds, compared paired by round."
+        )
+    if rec.decision is not None:
+        lines.append(
+            "Ties: a feasible candidate whose 95% interval of the difference from the best "
+            "reaches zero is tied with it; among tied ones the lowest p99 wins, then fewer "
+            "replicas, then the smaller batch timeout, then the smaller max_batch_size."
         )
     if rec.runners_up and rec.chosen is not None:
         lines.append(_runner_up_text(rec.chosen, rec.runners_up[0], rec.mode))

@@ -1,0 +1,95 @@
+"""Ties and margins on golden runs (tests/golden/make_decision_runs.py): a clear winner, a tie,
+a marginal SLO."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.decide.recommend import load_run, recommend, write_recommendation
+from harness.decide.ties import tie_break_key
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "runs"
+
+
+def rec_of(name: str):
+    return recommend(load_run(GOLDEN / name))
+
+
+def test_a_clear_winner_is_said_to_be_one_with_the_runner_ups_interval():
+    rec = rec_of("decide-clear")
+    decision = rec.decision
+    assert decision.verdict == "clear_winner"
+    assert decision.tied == [rec.chosen.key] == ["mbs32-bt2000-nbt2-meb16-r1-grpc-c32"]
+    runner = decision.changes["mbs32-bt0-nbt2-meb16-r1-grpc-c32"]
+    assert runner.high < 0  # 13% behind, beyond the noise
+    assert "Clear winner at 95% on throughput_rps" in rec.sentence
+    assert "the runner-up mbs32-bt0-nbt2-meb16-r1-grpc-c32 is -13" in rec.sentence
+
+
+def test_a_tie_is_broken_by_the_lowest_p99_not_the_highest_throughput():
+    rec = rec_of("decide-tie")
+    decision = rec.decision
+    assert decision.verdict == "tie"
+    assert set(decision.tied) == {
+        "mbs8-bt0-nbt2-meb16-r1-grpc-c32",
+        "mbs32-bt0-nbt2-meb16-r1-grpc-c32",
+        "mbs32-bt2000-nbt2-meb16-r1-grpc-c32",
+    }
+    assert decision.best == "mbs32-bt2000-nbt2-meb16-r1-grpc-c32"  # highest throughput
+    assert rec.chosen.key == decision.chosen == "mbs8-bt0-nbt2-meb16-r1-grpc-c32"
+    assert rec.ranking[0] is rec.chosen
+    assert "3 configurations tie at 95% on throughput_rps" in rec.sentence
+    assert "because it has the lowest p99" in rec.sentence
+    for key in decision.tied:  # every tied member's change interval reaches zero
+        change = decision.changes.get(key)
+        assert change is None or change.low <= 0 <= change.high
+
+
+def test_a_p99_interval_around_the_slo_is_marginal():
+    rec = rec_of("decide-marginal")
+    chosen = rec.chosen
+    assert chosen.key == "mbs32-bt2000-nbt2-meb16-r1-grpc-c32" and chosen.feasible
+    low, high = chosen.metrics["latency_p99_ms_ci_low"], chosen.metrics["latency_p99_ms_ci_high"]
+    assert low < 50 < high
+    assert rec.decision.marginal[chosen.key] == [
+        {"metric": "latency_p99_ms", "bound": 50, "low": low, "high": high}
+    ]
+    assert "Marginal: its latency_p99_ms 95% CI" in rec.sentence
+    # A candidate comfortably inside the SLO is not marginal.
+    assert "mbs32-bt0-nbt2-meb16-r1-grpc-c32" not in rec.decision.marginal
+
+
+def test_recommendation_json_carries_the_decision_and_the_intervals(tmp_path):
+    rec = rec_of("decide-tie")
+    data = json.loads(write_recommendation(rec, tmp_path)["recommendation"].read_text())
+    decision = data["decision"]
+    assert decision["verdict"] == "tie" and decision["chosen"] == data["chosen"]["key"]
+    assert decision["changes_vs_best"][decision["chosen"]]["paired"] is False
+    chosen = data["chosen"]["metrics"]
+    assert chosen["throughput_rps_ci_low"] < chosen["throughput_rps_ci_high"]
+
+
+def test_the_decision_is_the_same_every_time():
+    assert rec_of("decide-tie").as_dict() == rec_of("decide-tie").as_dict()
+
+
+def test_tie_break_order_is_p99_then_replicas_then_timeout_then_batch_size():
+    rec = rec_of("decide-tie")
+    keys = {c.key: tie_break_key(c) for c in rec.ranking}
+    unbatched = keys["nobatch-r1-grpc-c32"]
+    assert unbatched[1:] == (1, 0, 0)  # batching off counts as timeout 0 and size 0
+    assert keys["mbs8-bt0-nbt2-meb16-r1-grpc-c32"][1:] == (1, 0, 8)
+    tied = [keys[k] for k in rec.decision.tied]
+    assert keys[rec.chosen.key] == min(tied)
+
+
+@pytest.mark.parametrize("name", ["decide-clear", "decide-tie", "decide-marginal"])
+def test_every_golden_candidate_has_its_intervals(name):
+    for candidate in rec_of(name).ranking:
+        for metric_id in ("throughput_rps", "latency_p99_ms"):
+            low = candidate.metrics[f"{metric_id}_ci_low"]
+            high = candidate.metrics[f"{metric_id}_ci_high"]
+            assert low <= high
