@@ -89,6 +89,13 @@ def _report(args: argparse.Namespace) -> int:
 def _recommend(args: argparse.Namespace) -> int:
     from harness.decide import recommend as rec
 
+    if args.confirm:
+        from harness.sweep.confirm import run_confirmation
+
+        spec = rec.load_run(Path(args.run_dir)).spec
+        top = args.confirm_top or (spec.confirm.top if spec.confirm else 3)
+        rounds = args.confirm_rounds or (spec.confirm.rounds if spec.confirm else 3)
+        run_confirmation(Path(args.run_dir), top, rounds)
     data = rec.load_run(Path(args.run_dir))
     slo = rec.merged_slo(
         rec.default_slo(data.spec),
@@ -277,6 +284,18 @@ def _add_gate_commands(commands) -> None:
         help="default: the spec's (maximise throughput_rps)",
     )
     recommend.add_argument("--top", type=int, default=3, help="runners-up to name (default 3)")
+    recommend.add_argument(
+        "--confirm",
+        action="store_true",
+        help="first re-measure the tied-best configurations (and the unbatched baseline) in "
+        "interleaved rounds on fresh servers; the recommendation then comes from those rounds",
+    )
+    recommend.add_argument(
+        "--confirm-top", type=int, metavar="N", help="at most N tied configurations (default 3)"
+    )
+    recommend.add_argument(
+        "--confirm-rounds", type=int, metavar="R", help="confirmation rounds (default 3)"
+    )
     recommend.set_defaults(run=_recommend)
 
     compare = commands.add_parser(

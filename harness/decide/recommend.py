@@ -81,10 +81,6 @@ def load_run(run_dir: Path | str) -> RunData:
     searches = None
     if (store.root / MAX_RATE_FILE).is_file():
         searches = read_json(store.root / MAX_RATE_FILE).get("searches", [])
-    confirm = store.root / CONFIRM_DIR
-    confirmation = (
-        ResultStore.open(confirm).load_points() if (confirm / "run.json").is_file() else None
-    )
     return RunData(
         spec=spec,
         results=store.load_points(),
@@ -92,8 +88,16 @@ def load_run(run_dir: Path | str) -> RunData:
         environment=info.get("environment") or {},
         searches=searches,
         root=store.root,
-        confirmation=confirmation,
+        confirmation=load_confirmation(store.root),
     )
+
+
+def load_confirmation(run_dir: Path) -> list[PointResult] | None:
+    """The points of the run's confirmation (``RUN/confirm/``), or None when it has none."""
+    folder = Path(run_dir) / CONFIRM_DIR
+    if not (folder / "run.json").is_file():
+        return None
+    return ResultStore.open(folder).load_points()
 
 
 def group_key(point: Point) -> str:

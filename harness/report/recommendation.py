@@ -40,6 +40,7 @@ def resolve(
         environment=dict(run_info.get("environment") or {}),
         searches=searches,
         root=root,
+        confirmation=recommender.load_confirmation(root) if root else None,
     )
     try:
         ranked = recommender.recommend(run)

@@ -163,10 +163,19 @@ def run_sweep(
         sweep.stop_target()
         sweep.progress.close()
         finish_run(store, interrupted)
+    if spec.confirm is not None and not interrupted:
+        confirm(store.root, spec.confirm.top, spec.confirm.rounds, live=live)
     if report:
         path = write_report(store.root)
         print(f"report: {path}", flush=True)
     return store.root
+
+
+def confirm(run_dir: Path, top: int, rounds: int, *, live: bool | None = None) -> None:
+    """The spec's confirmation rounds (harness.sweep.confirm), after the sweep."""
+    from harness.sweep.confirm import run_confirmation  # it runs sweeps itself: import late
+
+    run_confirmation(run_dir, top, rounds, live=live)
 
 
 def _loop(sweep: Sweep, strategy: Strategy, interrupt: Interrupt) -> None:

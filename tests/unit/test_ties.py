@@ -93,3 +93,33 @@ def test_every_golden_candidate_has_its_intervals(name):
             low = candidate.metrics[f"{metric_id}_ci_low"]
             high = candidate.metrics[f"{metric_id}_ci_high"]
             assert low <= high
+
+
+def test_a_confirmation_decides_paired_by_round():
+    # decide-confirmed: the sweep tied three configurations; the confirmation measured two of
+    # them and the unbatched baseline in 4 rounds whose speed swings by 15%, one 4% ahead in
+    # every round. Paired by round, that is a clear winner.
+    run = load_run(GOLDEN / "decide-confirmed")
+    assert run.confirmation is not None and len(run.confirmation) == 12
+    rec = recommend(run)
+    assert rec.confirmed and rec.decision.paired
+    assert rec.decision.verdict == "clear_winner"
+    assert rec.chosen.key == "mbs32-bt0-nbt2-meb16-r1-grpc-c32"
+    change = rec.decision.changes["mbs8-bt0-nbt2-meb16-r1-grpc-c32"]
+    assert change.paired and change.pairs == 4 and change.high < 0
+    assert "paired over rounds" in rec.sentence
+    assert any("confirmation run" in line for line in rec.why)
+    # The same rounds taken as unpaired repeats: their swings hide the 4%.
+    run.results, run.confirmation = run.confirmation, None
+    assert recommend(run).decision.verdict == "tie"
+
+
+def test_what_a_confirmation_measures():
+    from harness.sweep.confirm import confirmation_points
+
+    rec = rec_of("decide-tie")
+    points = confirmation_points(rec, top=2)
+    keys = [p.key for p in points]
+    assert keys[0].startswith("mbs8-bt0") and rec.chosen.point.key == keys[0]
+    assert len(keys) == 3 and keys[-1] == "nobatch-r1-grpc-c32-rep0"  # the baseline last
+    assert confirmation_points(rec_of("decide-clear"), top=3)[0].key.startswith("mbs32-bt2000")

@@ -1,0 +1,66 @@
+"""Confirmation runs: the tied-best configurations measured again, interleaved, before deciding.
+
+A sweep measures each configuration once per repeat, minutes apart from the others, so what
+the machine did in between weighs on the ranking. A confirmation takes the configurations the
+sweep could not tell apart from the best (at most ``top``, best first) and the unbatched
+baseline when the sweep has one, and measures all of them in ``rounds`` rounds, the order
+rotated and reversed every round (harness.plan.rounds), each on fresh servers. The results go
+to ``RUN/confirm/`` (a run folder, the round as the repeat); the recommender then takes its
+figures from there and compares the candidates paired by round.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from harness.decide.recommend import CONFIRM_DIR, Recommendation, load_run, recommend
+from harness.errors import UserError
+from harness.plan.points import Point
+from harness.plan.rounds import Arm, plan_confirmation
+from harness.sweep.rounds import run_steps
+
+
+def confirmation_points(rec: Recommendation, top: int) -> list[Point]:
+    """The tied-best set (capped at ``top``, in the tie-break's order) and the unbatched
+    baseline at the chosen load; just the chosen one when nothing else ties or there is no
+    tie analysis. Empty when nothing met the constraints."""
+    if rec.chosen is None or not rec.chosen.feasible:
+        return []
+    by_key = {c.key: c for c in rec.ranking}
+    keys = rec.decision.tied[:top] if rec.decision else [rec.chosen.key]
+    if rec.chosen.key not in keys:  # the cap must not drop the pick itself
+        keys = [rec.chosen.key, *keys[: top - 1]]
+    unbatched = rec.baselines.get("unbatched")
+    if unbatched and unbatched["key"] in by_key and unbatched["key"] not in keys:
+        keys.append(unbatched["key"])
+    return [by_key[k].point for k in keys]
+
+
+def run_confirmation(
+    run_dir: Path, top: int, rounds: int, *, live: bool | None = None
+) -> Path | None:
+    """Confirm ``run_dir``'s recommendation in ``rounds`` rounds; the confirmation folder, or
+    None when there is nothing to confirm. A confirmation already there is replaced."""
+    if rounds < 2:
+        raise UserError(
+            f"confirm.rounds: a paired comparison needs at least 2 rounds (got {rounds})"
+        )
+    data = load_run(run_dir)
+    if data.searches is not None:
+        raise UserError("confirm: re-measures fixed points; not for find_max_rate runs")
+    data.confirmation = None  # decide what to confirm from the sweep itself
+    points = confirmation_points(recommend(data), top)
+    if not points:
+        print("confirmation: no configuration met the constraints; nothing to confirm", flush=True)
+        return None
+    folder = Path(run_dir) / CONFIRM_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    steps = plan_confirmation(points, rounds, arm=CONFIRM_DIR)
+    keys = ", ".join(p.key.removesuffix("-rep0") for p in points)
+    print(
+        f"confirmation: {len(points)} candidate(s) x {rounds} rounds, fresh servers each: {keys}",
+        flush=True,
+    )
+    run_steps(data.spec, [Arm(CONFIRM_DIR)], steps, Path(run_dir), live=live)
+    return folder
