@@ -32,6 +32,8 @@ from typing import Any
 import yaml
 
 from benchmarks.common import BENCH_DIR, ROOT, BenchResult, finish, model_path, result
+from harness.decide.compare import compare_sides, load_side, write_baseline
+from harness.decide.recommend import load_run, recommend
 
 OUT = BENCH_DIR / "decisions"
 BATCHBENCH = (sys.executable, "-m", "harness")
@@ -167,6 +169,141 @@ def power_rows(
     return rows, jobs
 
 
+# --- the stored baseline -------------------------------------------------------------------------
+
+
+def ci_runs(count: int) -> list[Path]:
+    """``count`` unchanged runs of the ci preset (each swept unless already finished)."""
+    model_path("mlp")
+    folders = [OUT / f"ci-{n}" for n in range(1, count + 1)]
+    for folder in folders:
+        if not _finished(folder):
+            if folder.exists():
+                _remove(folder)
+            started = time.perf_counter()
+            code = run(
+                ["sweep", "--preset", "ci", "--no-report", "--out", str(folder)],
+                folder.with_suffix(".log"),
+            )
+            print(
+                f"{folder.name}: exit {code} in {time.perf_counter() - started:.0f} s", flush=True
+            )
+    return [f for f in folders if _finished(f)]
+
+
+def _finished(folder: Path) -> bool:
+    info = folder / "run.json"
+    return info.is_file() and bool(json.loads(info.read_text()).get("finished_at"))
+
+
+def baseline_alarms(folders: Sequence[Path], keep: int) -> list[dict[str, Any]]:
+    """Each run against a baseline of the ``keep`` runs before it (wrapping around): the
+    regressions it reports, all false alarms."""
+    out = []
+    for i, current in enumerate(folders):
+        others = [folders[(i - k) % len(folders)] for k in range(keep, 0, -1)]
+        path = OUT / "baselines" / f"without-{current.name}.json"
+        path.unlink(missing_ok=True)
+        for folder in others:
+            write_baseline(folder, path, keep=keep)
+        comparison = compare_sides(load_side(path), load_side(current))
+        out.append(
+            {
+                "current": current.name,
+                "baseline_runs": [f.name for f in others],
+                "regressions": [p.key for p in comparison.regressions],
+            }
+        )
+    return out
+
+
+def baseline_rows(runs: int, keep: int) -> tuple[list[BenchResult], dict[str, Any]]:
+    folders = ci_runs(runs)
+    if len(folders) <= keep:
+        row = result("stored baseline: false alarms", None, "<= 0", notes=f"{len(folders)} runs")
+        return [row], {}
+    multi = baseline_alarms(folders, keep)
+    single = baseline_alarms(folders, 1)
+    alarms = sum(len(j["regressions"]) for j in multi)
+    old = sum(len(j["regressions"]) for j in single)
+    rows = [
+        result(
+            f"stored baseline of {keep} runs: false alarms ({len(multi)} unchanged runs)",
+            alarms,
+            "<= 0",
+            notes="ci preset; each run against the 3 before it; "
+            + "; ".join(f"{j['current']}: {', '.join(j['regressions']) or 'none'}" for j in multi),
+        ),
+        result(
+            f"stored baseline of 1 run: false alarms ({len(single)} unchanged runs)",
+            old,
+            notes="the same runs, each against the one before it (the old single-run baseline)",
+        ),
+    ]
+    return rows, {"multi": multi, "single": single}
+
+
+# --- recommendation consistency -------------------------------------------------------------------
+
+
+def demo_runs(count: int) -> list[Path]:
+    """``count`` runs of the demo preset (sweep and confirmation), each run unless finished."""
+    model_path("mlp")
+    folders = [OUT / f"demo-{n}" for n in range(1, count + 1)]
+    for folder in folders:
+        if not _finished(folder) or not (folder / "confirm" / "run.json").is_file():
+            if folder.exists():
+                _remove(folder)
+            started = time.perf_counter()
+            code = run(
+                ["sweep", "--preset", "default", "--out", str(folder)], folder.with_suffix(".log")
+            )
+            print(
+                f"{folder.name}: exit {code} in {time.perf_counter() - started:.0f} s", flush=True
+            )
+    return [f for f in folders if _finished(f)]
+
+
+def decisions_of(folder: Path, confirmed: bool) -> tuple[str | None, list[str]]:
+    """The run's pick and tied-best set (from its sweep alone, or from its confirmation)."""
+    data = load_run(folder)
+    if not confirmed:
+        data.confirmation = None
+    rec = recommend(data)
+    if rec.chosen is None:
+        return None, []
+    return rec.chosen.key, rec.decision.tied if rec.decision else [rec.chosen.key]
+
+
+def consistent(picks: Sequence[tuple[str | None, list[str]]]) -> int:
+    """How many runs' picks lie in every other run's tied-best set."""
+    return sum(
+        pick is not None and all(pick in tied for j, (_, tied) in enumerate(picks) if j != i)
+        for i, (pick, _) in enumerate(picks)
+    )
+
+
+def consistency_rows(runs: int) -> tuple[list[BenchResult], dict[str, Any]]:
+    folders = demo_runs(runs)
+    rows, raw = [], {}
+    for confirmed in (False, True):
+        picks = [decisions_of(f, confirmed) for f in folders]
+        label = "with confirmation" if confirmed else "sweep alone"
+        raw[label] = [
+            {"run": f.name, "pick": p, "tied": t} for f, (p, t) in zip(folders, picks, strict=True)
+        ]
+        rows.append(
+            result(
+                f"recommendation consistency, {label} (runs in every other's tied set)",
+                consistent(picks),
+                f">= {len(folders)}",
+                notes=f"demo preset x {len(folders)}; "
+                + "; ".join(f"{e['run']}: {e['pick']} (tied {len(e['tied'])})" for e in raw[label]),
+            )
+        )
+    return rows, raw
+
+
 def interleave(comparisons: int, rounds: int, ladder: Sequence[float]) -> None:
     """Run the A/A and power jobs alternately, so that a benchmark cut short still has some
     of each, measured under the same conditions."""
@@ -186,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ladder", default="0.15", help="slowdowns for power, e.g. 0.075,0.1,0.15 (default 0.15)"
     )
+    parser.add_argument("--ci-runs", type=int, default=4, help="unchanged ci runs (default 4)")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.part.split(",") if p.strip()]
     rows: list[BenchResult] = []
@@ -199,7 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     if "power" in parts:
         found, raw["power"] = power_rows(args.comparisons, args.rounds, ladder)
         rows += found
-    return finish("decisions", rows, raw)
+    if "baseline" in parts:
+        found, raw["baseline"] = baseline_rows(args.ci_runs, keep=3)
+        rows += found
+    if "consistency" in parts:
+        found, raw["consistency"] = consistency_rows(3)
+        rows += found
+    # A part run alone keeps its own results file, so parts can run side by side.
+    name = "decisions" if set(parts) == set(PARTS) else "decisions-" + "-".join(parts)
+    return finish(name, rows, raw)
 
 
 if __name__ == "__main__":

@@ -121,3 +121,11 @@ def test_stall_truth_adds_the_wait_until_the_stall_ends():
     assert truth[40] == pytest.approx(1001.0)  # at 4.0 s: waits the whole second
     assert truth[45] == pytest.approx(501.0)
     assert truth[50] == pytest.approx(1.0)  # at 5.0 s: the server is back
+
+
+def test_consistency_counts_runs_whose_pick_every_other_run_ties():
+    from benchmarks.decisions import consistent
+
+    picks = [("a", ["a", "b"]), ("b", ["b", "a"]), ("a", ["a"])]
+    assert consistent(picks) == 2  # run 2 picked b, which run 3 does not tie with a
+    assert consistent([("a", ["a"]), (None, [])]) == 0
