@@ -22,9 +22,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from harness.decide.recommend import group_key
+from harness.decide.compare import samples_from_result
+from harness.decide.recommend import group_key, load_confirmation
+from harness.decide.ties import candidate_intervals, interval_metrics
 from harness.errors import UserError
-from harness.metrics import METRICS, metric, slo_misses
+from harness.metrics import METRICS, interval_ids, metric, slo_misses
 from harness.plan.points import Point, ServerConfig
 from harness.report import recommendation as recommendation_source
 from harness.store.results import PointResult, ResultStore, json_safe, read_json
@@ -95,11 +97,72 @@ def report_data(files: RunFiles) -> dict[str, Any]:
         "points": [_point_row(context, result) for result in files.results],
         "max_rate": _max_rate_rows(context),
         "comparison": _comparison(files.compare),
+        "decision": _decision(recommendation, files.root),
         "environment": files.run_info.get("environment") or {},
         "spec": files.run_info.get("spec") or {},
         "spec_yaml": yaml.safe_dump(files.run_info.get("spec") or {}, sort_keys=False),
     }
     return json_safe(data)
+
+
+# --- ties, margins and the confirmation ---------------------------------------------------------
+
+
+def _decision(rec: Mapping[str, Any], root: Path | None) -> dict[str, Any] | None:
+    """The tie analysis (which candidates tie, the pick and why, the margins) and, when the run
+    has one, the confirmation's figures per candidate and round."""
+    decision = rec.get("decision")
+    if not decision:
+        return None
+    confirmation = load_confirmation(root) if root else None
+    return {
+        **decision,
+        "confirmed": bool(rec.get("confirmed")),
+        "rows": _decision_rows(decision),
+        "rounds": _confirmation_rounds(confirmation or []),
+    }
+
+
+def _decision_rows(decision: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per candidate with intervals: its figures' 95% intervals, its change against the best,
+    whether it is tied, chosen, marginal."""
+    rows = []
+    for key, intervals in decision["intervals"].items():
+        change = decision["changes_vs_best"].get(key)
+        rows.append(
+            {
+                "key": key,
+                "tied": key in decision["tied"],
+                "chosen": key == decision["chosen"],
+                "marginal": [m["metric"] for m in decision["marginal"].get(key, [])],
+                "throughput": intervals.get("throughput_rps"),
+                "p99": intervals.get("latency_p99_ms"),
+                "change": change,
+            }
+        )
+    return rows
+
+
+def _confirmation_rounds(results: Sequence[PointResult]) -> list[dict[str, Any]]:
+    """One row per confirmed candidate: its throughput and p99 in each round."""
+    by_group: dict[str, dict[int, PointResult]] = {}
+    for r in results:
+        by_group.setdefault(group_key(r.point), {})[r.point.repeat] = r
+    return [
+        {
+            "key": key,
+            "rounds": [
+                {
+                    "round": n + 1,
+                    "status": r.status,
+                    "throughput_rps": r.metrics.get("throughput_rps"),
+                    "latency_p99_ms": r.metrics.get("latency_p99_ms"),
+                }
+                for n, r in sorted(rounds.items())
+            ],
+        }
+        for key, rounds in by_group.items()
+    ]
 
 
 # --- the context: points grouped once -----------------------------------------------------------
@@ -263,6 +326,9 @@ def _setting(
 ) -> dict[str, Any]:
     means = mean_metrics(r.metrics for r in group)
     point = group[0].point
+    # Over repeats the interval is not the mean of each repeat's: bootstrap them together.
+    members = [samples_from_result(r) for r in group]
+    means.update(interval_metrics(candidate_intervals(group_key(point), members)))
     return {
         "config": cid,
         "group": group_key(point),
@@ -403,6 +469,8 @@ def _tradeoff(context: _Context, rec: Mapping[str, Any]) -> dict[str, Any]:
                 "replicas": s["replicas"],
                 "throughput_rps": tput,
                 "latency_p99_ms": p99,
+                "throughput_ci": _ci_pair(s["metrics"], "throughput_rps"),
+                "p99_ci": _ci_pair(s["metrics"], "latency_p99_ms"),
                 "stable": s["stable"],
                 "valid": s["valid"],
                 "meets_slo": s["meets_slo"],
@@ -417,6 +485,11 @@ def _tradeoff(context: _Context, rec: Mapping[str, Any]) -> dict[str, Any]:
         "pareto_known": bool(pareto),
         "load_kind": context.load_kind,
     }
+
+
+def _ci_pair(metrics: Mapping[str, Any], metric_id: str) -> list[float] | None:
+    low, high = (metrics.get(i) for i in interval_ids(metric_id))
+    return None if low is None or high is None else [low, high]
 
 
 # --- section 3: heatmaps ------------------------------------------------------------------------

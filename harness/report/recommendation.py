@@ -80,6 +80,8 @@ def normalize(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
         "excluded": list(raw.get("excluded") or []),
         "batching_parameters": raw.get("batching_parameters"),
         "commands": raw.get("commands") or {},
+        "decision": raw.get("decision"),
+        "confirmed": bool(raw.get("confirmed")),
     }
 
 

@@ -123,3 +123,25 @@ def test_what_a_confirmation_measures():
     assert keys[0].startswith("mbs8-bt0") and rec.chosen.point.key == keys[0]
     assert len(keys) == 3 and keys[-1] == "nobatch-r1-grpc-c32-rep0"  # the baseline last
     assert confirmation_points(rec_of("decide-clear"), top=3)[0].key.startswith("mbs32-bt2000")
+
+
+def test_the_report_shows_ties_intervals_and_the_confirmation_rounds(tmp_path):
+    import shutil
+
+    from harness.report.data import build_report_data
+    from harness.report.render import render_html
+
+    run = tmp_path / "run"
+    shutil.copytree(GOLDEN / "decide-confirmed", run)
+    data = build_report_data(run)
+    decision = data["decision"]
+    assert decision["confirmed"] and decision["verdict"] == "clear_winner"
+    chosen = [r for r in decision["rows"] if r["chosen"]]
+    assert [r["key"] for r in chosen] == ["mbs32-bt0-nbt2-meb16-r1-grpc-c32"]
+    assert [len(c["rounds"]) for c in decision["rounds"]] == [4, 4, 4]
+    dots = {d["config"]: d for d in data["tradeoff"]["points"]}
+    assert all(d["throughput_ci"][0] < d["throughput_ci"][1] for d in dots.values())
+    assert all(d["p99_ci"][0] < d["p99_ci"][1] for d in dots.values())
+    html = render_html(data)
+    assert 'id="decision-table"' in html and 'id="confirmation-table"' in html
+    assert "95% interval" in html  # the chart's error bars are in its legend
