@@ -39,9 +39,11 @@ OUT = BENCH_DIR / "decisions"
 BATCHBENCH = (sys.executable, "-m", "harness")
 PARTS = ("aa", "power", "baseline", "consistency")
 SLOWDOWN = 0.15
-# The synthetic model sleeps fixed_ms + per_item_ms x rows per batch: little CPU of its own,
-# so what the gate sees is the machine's noise, not the model's.
-SYNTHETIC = {"fixed_ms": 10.0, "per_item_ms": 0.5}
+# The synthetic model sleeps fixed_ms + per_item_ms x rows per batch. A batch of 8 takes 48 ms,
+# so 2 batch threads serve at most ~330 req/s and the service time, not the CPU, bounds the
+# throughput: a longer service time then shows as less throughput. (With 10 ms + 0.5 ms/row a
+# loaded 2-core machine's CPU was the bound, and a 15% longer sleep did not show at all.)
+SYNTHETIC = {"fixed_ms": 40.0, "per_item_ms": 1.0}
 AB_SPEC = {
     "name": "decisions-ab",
     "model": {"builtin": "synthetic", "options": SYNTHETIC},
