@@ -102,6 +102,26 @@ def test_demo_runs_the_default_sweep_and_ends_with_the_run_folder(demo_run):
 
 
 @pytest.mark.slow
+def test_the_demo_confirms_its_recommendation_in_interleaved_rounds(demo_run):
+    """The demo preset's confirmation: the tied-best configurations (at most 2) and the
+    unbatched baseline measured again in 3 rounds, the order rotated and reversed, and the
+    recommendation taken from those rounds, paired."""
+    from harness.decide.recommend import load_run, recommend
+
+    _, run_dir = demo_run
+    store = ResultStore.open(run_dir / "confirm")
+    planned = store.planned_points()
+    groups = list(dict.fromkeys(p.key.rsplit("-rep", 1)[0] for p in planned))
+    assert 2 <= len(groups) <= 3 and groups[-1].startswith("nobatch-")
+    rounds = [[p.key.rsplit("-rep", 1)[0] for p in planned if p.repeat == r] for r in range(3)]
+    assert rounds[0] == groups and rounds[1] == groups[::-1]  # reversed in the second round
+    assert len(store.load_points()) == len(groups) * 3
+    rec = recommend(load_run(run_dir))
+    assert rec.confirmed and rec.decision is not None and rec.decision.paired
+    assert rec.chosen.key in groups
+    assert 'id="confirmation-table"' in (run_dir / "report.html").read_text()
+
+
 def test_the_demo_report_renders_cleanly_in_a_browser(demo_run, chromium):
     completed, run_dir = demo_run
     report = run_dir / "report.html"
