@@ -116,15 +116,18 @@ _ALL: tuple[Metric, ...] = (
 )
 
 # The figures a point gets a 95% interval for (harness.decide.stats.interval: bootstrap over the
-# used windows, and over repeats where there are several). Each adds two IDs, ``<id>_ci_low``
-# and ``<id>_ci_high``, in the same unit and direction, placed after the figures above.
+# used windows, and over repeats where there are several). Each adds two IDs, the interval's
+# ends, in the same unit and direction, placed after the figures above; like every ID they end
+# with the unit: ``throughput_ci_low_rps``, ``latency_p99_ci_high_ms``.
 INTERVAL_METRICS = ("throughput_rps", "latency_p50_ms", "latency_p99_ms")
-CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
+_UNIT_SUFFIXES = ("_ms", "_rps")
 
 
 def interval_ids(metric_id: str) -> tuple[str, str]:
-    """``throughput_rps`` → ``("throughput_rps_ci_low", "throughput_rps_ci_high")``."""
-    return metric_id + CI_LOW, metric_id + CI_HIGH
+    """``throughput_rps`` → ``("throughput_ci_low_rps", "throughput_ci_high_rps")``."""
+    suffix = next((u for u in _UNIT_SUFFIXES if metric_id.endswith(u)), "")
+    stem = metric_id.removesuffix(suffix) if suffix else metric_id
+    return f"{stem}_ci_low{suffix}", f"{stem}_ci_high{suffix}"
 
 
 def _interval_metrics(base: Metric) -> tuple[Metric, Metric]:

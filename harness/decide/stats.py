@@ -153,9 +153,9 @@ def _percentiles(replicates: np.ndarray, confidence: float) -> tuple[float, floa
 def interval_figures(
     name: str, repeats: Sequence[Sequence[Mapping[str, float | None]]], seed: int = SEED
 ) -> dict[str, float | None]:
-    """The ``<id>_ci_low`` / ``<id>_ci_high`` figures of every interval metric, from the used
-    windows' figures (one list of window metric mappings per repeat); None where a metric has
-    fewer than two window values."""
+    """The interval ends (:func:`harness.metrics.interval_ids`) of every interval metric, from
+    the used windows' figures (one list of window metric mappings per repeat); None where a
+    metric has fewer than two window values."""
     out: dict[str, float | None] = {}
     for metric_id in INTERVAL_METRICS:
         groups = [[v for w in windows if _finite(v := w.get(metric_id))] for windows in repeats]

@@ -96,7 +96,7 @@ def candidate_intervals(key: str, members: Sequence[PointSamples]) -> dict[str, 
 
 
 def interval_metrics(intervals: Mapping[str, Interval]) -> dict[str, float]:
-    """The registry's ``<id>_ci_low`` / ``<id>_ci_high`` figures for a candidate."""
+    """The registry's interval-end figures (``throughput_ci_low_rps`` ...) for a candidate."""
     out = {}
     for metric_id, found in intervals.items():
         low, high = interval_ids(metric_id)

@@ -26,7 +26,7 @@ from harness.decide.compare import samples_from_result
 from harness.decide.recommend import group_key, load_confirmation
 from harness.decide.ties import candidate_intervals, interval_metrics
 from harness.errors import UserError
-from harness.metrics import METRICS, interval_ids, metric, slo_misses
+from harness.metrics import INTERVAL_METRICS, METRICS, interval_ids, metric, slo_misses
 from harness.plan.points import Point, ServerConfig
 from harness.report import recommendation as recommendation_source
 from harness.store.results import PointResult, ResultStore, json_safe, read_json
@@ -726,6 +726,9 @@ def _point_row(context: _Context, result: PointResult) -> dict[str, Any]:
         "load": point.load,
         "repeat": point.repeat,
         "metrics": {mid: result.metrics.get(mid) for mid in METRICS if mid in result.metrics},
+        "intervals": {
+            m: pair for m in INTERVAL_METRICS if (pair := _ci_pair(result.metrics, m)) is not None
+        },
         "reason": result.reason,
         "log_tail": (result.log_tail or "")[-LOG_TAIL_CHARS:] or None,
     }

@@ -60,8 +60,8 @@ def test_ab_detects_a_known_slowdown_and_writes_compare_outputs(tmp_path, models
     head = ResultStore.open(out / "head").load_points()
     assert [r.key for r in head] == [f"nobatch-r1-grpc-c4-rep{r}" for r in range(3)]
     first = head[0].metrics
-    assert first["throughput_rps_ci_low"] <= first["throughput_rps_ci_high"]
-    assert "latency_p99_ms_ci_high" in (out / "head" / "results.csv").read_text()
+    assert first["throughput_ci_low_rps"] <= first["throughput_ci_high_rps"]
+    assert "latency_p99_ci_high_ms" in (out / "head" / "results.csv").read_text()
 
     compare = json.loads((out / "compare.json").read_text())
     assert compare["paired"] is True and compare["verdict"] == "regression"

@@ -59,9 +59,9 @@ def test_interval_is_seeded():
 def test_interval_figures_name_the_registry_ids():
     windows = [{"throughput_rps": v, "latency_p99_ms": 10.0} for v in (100.0, 110.0, 90.0)]
     figures = interval_figures("mbs8-r1-grpc-c16-rep0", [windows])
-    assert figures["throughput_rps_ci_low"] < 100.0 < figures["throughput_rps_ci_high"]
-    assert figures["latency_p99_ms_ci_low"] == figures["latency_p99_ms_ci_high"] == 10.0
-    assert figures["latency_p50_ms_ci_low"] is None  # not measured: no interval
+    assert figures["throughput_ci_low_rps"] < 100.0 < figures["throughput_ci_high_rps"]
+    assert figures["latency_p99_ci_low_ms"] == figures["latency_p99_ci_high_ms"] == 10.0
+    assert figures["latency_p50_ci_low_ms"] is None  # not measured: no interval
 
 
 def test_paired_change_cancels_what_moved_both_arms():

@@ -10,6 +10,7 @@ import pytest
 
 from harness.decide.recommend import load_run, recommend, write_recommendation
 from harness.decide.ties import tie_break_key
+from harness.metrics import interval_ids
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "runs"
 
@@ -52,7 +53,7 @@ def test_a_p99_interval_around_the_slo_is_marginal():
     rec = rec_of("decide-marginal")
     chosen = rec.chosen
     assert chosen.key == "mbs32-bt2000-nbt2-meb16-r1-grpc-c32" and chosen.feasible
-    low, high = chosen.metrics["latency_p99_ms_ci_low"], chosen.metrics["latency_p99_ms_ci_high"]
+    low, high = chosen.metrics["latency_p99_ci_low_ms"], chosen.metrics["latency_p99_ci_high_ms"]
     assert low < 50 < high
     assert rec.decision.marginal[chosen.key] == [
         {"metric": "latency_p99_ms", "bound": 50, "low": low, "high": high}
@@ -69,7 +70,7 @@ def test_recommendation_json_carries_the_decision_and_the_intervals(tmp_path):
     assert decision["verdict"] == "tie" and decision["chosen"] == data["chosen"]["key"]
     assert decision["changes_vs_best"][decision["chosen"]]["paired"] is False
     chosen = data["chosen"]["metrics"]
-    assert chosen["throughput_rps_ci_low"] < chosen["throughput_rps_ci_high"]
+    assert chosen["throughput_ci_low_rps"] < chosen["throughput_ci_high_rps"]
 
 
 def test_the_decision_is_the_same_every_time():
@@ -90,8 +91,8 @@ def test_tie_break_order_is_p99_then_replicas_then_timeout_then_batch_size():
 def test_every_golden_candidate_has_its_intervals(name):
     for candidate in rec_of(name).ranking:
         for metric_id in ("throughput_rps", "latency_p99_ms"):
-            low = candidate.metrics[f"{metric_id}_ci_low"]
-            high = candidate.metrics[f"{metric_id}_ci_high"]
+            low_id, high_id = interval_ids(metric_id)
+            low, high = candidate.metrics[low_id], candidate.metrics[high_id]
             assert low <= high
 
 
