@@ -300,7 +300,10 @@ def consistency_rows(runs: int) -> tuple[list[BenchResult], dict[str, Any]]:
                 consistent(picks),
                 f">= {len(folders)}",
                 notes=f"demo preset x {len(folders)}; "
-                + "; ".join(f"{e['run']}: {e['pick']} (tied {len(e['tied'])})" for e in raw[label]),
+                + "; ".join(
+                    f"{f.name}: {pick} (tied {len(tied)})"
+                    for f, (pick, tied) in zip(folders, picks, strict=True)
+                ),
             )
         )
     return rows, raw
