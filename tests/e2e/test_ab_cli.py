@@ -73,3 +73,19 @@ def test_ab_detects_a_known_slowdown_and_writes_compare_outputs(tmp_path, models
     assert throughput["ci_high"] < -0.05
     assert (out / "compare.md").read_text().startswith("## batchbench compare: ❌")
     assert "<failure" in (out / "compare-junit.xml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ab", "--preset", "ci", "--rounds", "1"], "needs at least 2 rounds"),
+        (["ab"], "give a spec file or --preset NAME"),
+        (["ci", "--ab", "base/bin/reference-server", "--update-baseline"], "takes no --baseline"),
+    ],
+)
+def test_ab_usage_errors_exit_2_before_measuring(args, message):
+    completed = subprocess.run(
+        [sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=REPO
+    )
+    assert completed.returncode == 2
+    assert message in completed.stderr
