@@ -42,9 +42,7 @@ def arm_spec(spec: SweepSpec, arm: Arm) -> SweepSpec:
     target = spec.target.model_copy(
         update={"server_flags": [*spec.target.server_flags, *arm.server_flags]}
     )
-    copy = spec.model_copy(update={"target": target})
-    copy._as_given, copy._source = spec.as_given, spec.source
-    return copy
+    return spec.model_copy(update={"target": target})  # keeps the spec as given and its source
 
 
 def open_arm(
@@ -82,7 +80,9 @@ def run_steps(
     *,
     live: bool | None = None,
 ) -> dict[str, Path]:
-    """Measure every step in order, each on fresh servers; returns each arm's run folder."""
+    """Measure every step in order, each on fresh servers; returns each arm's run folder.
+    KeyboardInterrupt after the measurement in flight when stopped (the first Ctrl-C): what
+    was measured is saved, but a plan cut short is no longer order-balanced."""
     out.mkdir(parents=True, exist_ok=True)
     progress = make_progress(len(steps), live=live)
     environment = collect_environment()
@@ -91,7 +91,8 @@ def run_steps(
         with Interrupt(progress) as interrupt:
             for number, step in enumerate(steps, start=1):
                 if interrupt.requested:
-                    break
+                    # A partial plan is not balanced: stop without comparing anything.
+                    raise KeyboardInterrupt
                 _measure(runs[step.arm], step, number, len(steps), progress)
     finally:
         progress.close()
