@@ -122,7 +122,7 @@ class BatchingParams:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> BatchingParams:
-        """Inverse of :meth:`as_dict`; a list for a repeated field may also be a tuple."""
+        """Inverse of :meth:`as_dict`; a repeated field may be any sequence (kept as a tuple)."""
         values = {
             name: tuple(cast(Iterable[int], value)) if BY_NAME[name].repeated else value
             for name, value in data.items()
