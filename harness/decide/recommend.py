@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from harness.errors import UserError
 from harness.metrics import METRICS, meets_bound, metric, slo_misses
 from harness.models import zoo as model_zoo
+from harness.plan.batching_fields import runs_tfserving_defaults
 from harness.plan.batching_file import BatchingParams, format_batching
 from harness.plan.points import Point, ServerConfig, format_number
 from harness.plan.spec import Objective, SweepSpec, validate_spec
@@ -38,8 +39,6 @@ RECOMMENDATION_FILE = "recommendation.json"
 BATCHING_FILE = "batching_parameters.txt"
 MAX_RATE_FILE = "max_rate.json"
 THROUGHPUT, P99 = "throughput_rps", "latency_p99_ms"
-# TF Serving's BatchingParameters defaults (num_batch_threads defaults to the machine's cores).
-TFSERVING_DEFAULTS = {"max_batch_size": 1000, "batch_timeout_micros": 0, "max_enqueued_batches": 10}
 # Ports of the printed command lines: replica i serves gRPC on 8500 + 2i and REST on 8501 + 2i.
 GRPC_PORT, REST_PORT = 8500, 8501
 
@@ -542,16 +541,7 @@ def _pareto_entry(candidate: Candidate) -> dict[str, Any]:
 
 def is_tfserving_default(batching: BatchingParams | None, cpu_count: int | None) -> bool:
     """True for batching on with TF Serving's default parameters (set explicitly or not)."""
-    if batching is None:
-        return False
-    set_fields = batching.as_dict()
-    for name, value in set_fields.items():
-        if name == "num_batch_threads":
-            if cpu_count is None or value != cpu_count:
-                return False
-        elif TFSERVING_DEFAULTS.get(name) != value:
-            return False
-    return True
+    return batching is not None and runs_tfserving_defaults(batching, cpu_count)
 
 
 def compare_baselines(
@@ -620,7 +610,10 @@ def _ratio(new: float | None, old: float | None) -> float | None:
 
 
 def describe_config(point: Point) -> str:
-    """The configuration in words: ``max_batch_size=32, ..., 2 replicas``; ``batching off, ...``."""
+    """The configuration in words: each set batching field as ``name=value``, then the replicas.
+
+    ``batching off, 1 replica`` without batching.
+    """
     batching = point.batching
     if batching is None:
         params = "batching off"

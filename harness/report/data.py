@@ -25,6 +25,7 @@ import yaml
 from harness.decide.recommend import group_key
 from harness.errors import UserError
 from harness.metrics import METRICS, metric, slo_misses
+from harness.plan.batching_fields import BATCH_TIMEOUT_MICROS, FIELDS, MAX_BATCH_SIZE
 from harness.plan.points import Point, ServerConfig
 from harness.report import recommendation as recommendation_source
 from harness.store.results import PointResult, ResultStore, json_safe, read_json
@@ -163,22 +164,12 @@ def _spec_part(run_info: Mapping[str, Any], *path: str) -> Any:
 
 # --- labels -------------------------------------------------------------------------------------
 
-_SHORT = {
-    "max_batch_size": "mbs",
-    "batch_timeout_micros": "timeout",
-    "num_batch_threads": "threads",
-    "max_enqueued_batches": "queue",
-    "allowed_batch_sizes": "sizes",
-    "max_execution_batch_size": "exec",
-    "enable_large_batch_splitting": "split",
-    "pad_variable_length_inputs": "pad",
-    "thread_pool_name": "pool",
-}
-_ALWAYS = ("max_batch_size", "batch_timeout_micros")
+_SHORT = {field.name: field.short for field in FIELDS}
+_ALWAYS = (MAX_BATCH_SIZE.name, BATCH_TIMEOUT_MICROS.name)
 
 
 def config_labels(configs: Mapping[str, Point], external: bool = False) -> dict[str, str]:
-    """Short human labels: max_batch_size and timeout always, other fields where they vary.
+    """Short human labels: the batch size and timeout always, other fields where they vary.
 
     An external server's batching is whatever it was started with, so it is not described.
     """
@@ -223,7 +214,7 @@ def _batching_label(server: ServerConfig, varying: set[str]) -> str:
         if name not in _ALWAYS and name not in varying:
             continue
         value = values.get(name)
-        if name == "batch_timeout_micros":
+        if name == BATCH_TIMEOUT_MICROS.name:
             parts.append("timeout default" if value is None else format_micros(value))
         elif value is None:
             parts.append(f"{short} default")
@@ -423,7 +414,7 @@ def _tradeoff(context: _Context, rec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _heatmaps(context: _Context) -> list[dict[str, Any]]:
-    """One grid per (replicas, protocol): max_batch_size rows × batch_timeout_micros columns."""
+    """One grid per (replicas, protocol): max batch size rows × batch timeout columns."""
     if context.external:
         return []
     quantity, value_of = _heatmap_quantity(context)
@@ -476,20 +467,21 @@ def _bound_text(metric_id: str, bound: float) -> str:
 
 
 def _grid(settings: list[dict[str, Any]], value_of: Any) -> dict[str, Any]:
-    sizes = sorted({_field(s, "max_batch_size") for s in settings}, key=_default_last)
-    timeouts = sorted({_field(s, "batch_timeout_micros") for s in settings}, key=_default_last)
+    size_field, timeout_field = MAX_BATCH_SIZE.name, BATCH_TIMEOUT_MICROS.name
+    sizes = sorted({_field(s, size_field) for s in settings}, key=_default_last)
+    timeouts = sorted({_field(s, timeout_field) for s in settings}, key=_default_last)
     cells = [[None] * len(timeouts) for _ in sizes]
     for s in settings:
         value = value_of(s)
         row, col = (
-            sizes.index(_field(s, "max_batch_size")),
-            timeouts.index(_field(s, "batch_timeout_micros")),
+            sizes.index(_field(s, size_field)),
+            timeouts.index(_field(s, timeout_field)),
         )
         if value is not None and (cells[row][col] is None or value > cells[row][col]):
             cells[row][col] = value
     return {
-        "max_batch_size": sizes,
-        "batch_timeout_micros": timeouts,
+        size_field: sizes,
+        timeout_field: timeouts,
         "row_labels": [str(v) if v is not None else "default" for v in sizes],
         "col_labels": [format_micros(v) if v is not None else "default" for v in timeouts],
         "cells": cells,
@@ -606,7 +598,7 @@ def _batching_row(setting: Mapping[str, Any], telemetry: Mapping[str, Any], top:
             "compute_time_mean_ms", telemetry.get("compute_time_mean_ms")
         ),
         "rejected_rate": m.get("rejected_rate"),
-        "max_batch_size": _field(setting, "max_batch_size"),
+        MAX_BATCH_SIZE.name: _field(setting, MAX_BATCH_SIZE.name),
     }
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from harness.errors import UserError
 from harness.metrics import metric_ids
+from harness.plan.batching_fields import AXIS_FIELDS
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
 
@@ -275,11 +276,7 @@ PARAM_COLUMNS = (
     "protocol",
     "replicas",
     "enable_batching",
-    "max_batch_size",
-    "batch_timeout_micros",
-    "num_batch_threads",
-    "max_enqueued_batches",
-    "allowed_batch_sizes",
+    *(field.name for field in AXIS_FIELDS),
     "load_kind",
     "concurrency",
     "rate",
@@ -316,9 +313,9 @@ def csv_row(result: PointResult) -> dict[str, Any]:
         "reason": result.reason or "",
     }
     if batching is not None:
-        for name in PARAM_COLUMNS[8:12]:
-            row[name] = getattr(batching, name)
-        row["allowed_batch_sizes"] = " ".join(map(str, batching.allowed_batch_sizes))
+        for field in AXIS_FIELDS:
+            value = field.of(batching)
+            row[field.name] = " ".join(map(str, value)) if field.repeated else value
     for metric_id in metric_ids():
         row[metric_id] = json_safe(result.metrics.get(metric_id))
     return row
