@@ -23,11 +23,9 @@ from harness.errors import UserError
 from harness.metrics import metric_ids
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
+from harness.store.layout import CSV_FILE, POINTS_DIR, RUN_FILE
 
 SCHEMA_VERSION = 1
-RUN_FILE = "run.json"
-POINTS_DIR = "points"
-CSV_FILE = "results.csv"
 
 Status = Literal["ok", "failed"]
 
@@ -133,15 +131,15 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def check_schema(data: Any, path: Path | str) -> None:
-    """Refuse data without a schema_version, or newer than this code reads."""
+def check_schema(data: Any, path: Path | str, newest: int = SCHEMA_VERSION) -> None:
+    """Refuse data without a schema_version, or newer than ``newest`` (what this code reads)."""
     version = data.get("schema_version") if isinstance(data, dict) else None
     if not isinstance(version, int) or isinstance(version, bool):
         raise UserError(f"{path} has no schema_version: not a batchbench result file")
-    if version > SCHEMA_VERSION:
+    if version > newest:
         raise UserError(
             f"{path} was written by a newer batchbench (schema_version {version}; this one "
-            f"reads up to {SCHEMA_VERSION}): upgrade batchbench to read it"
+            f"reads up to {newest}): upgrade batchbench to read it"
         )
 
 
@@ -151,7 +149,8 @@ def new_run_id(name: str, now: datetime | None = None) -> str:
     return f"{now:%Y%m%d-%H%M%S}-{name}"
 
 
-def _now() -> str:
+def timestamp() -> str:
+    """Now, as every stored file records a time: UTC, ISO 8601, to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -184,7 +183,7 @@ class ResultStore:
             store.run_file,
             {
                 "run_id": store.root.name,
-                "created_at": _now(),
+                "created_at": timestamp(),
                 "spec_source": spec.source,
                 "spec": spec.as_given,
                 "points": [point.as_dict() for point in points],
