@@ -131,15 +131,15 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def check_schema(data: Any, path: Path | str, newest: int = SCHEMA_VERSION) -> None:
-    """Refuse data without a schema_version, or newer than ``newest`` (what this code reads)."""
+def check_schema(data: Any, path: Path | str) -> None:
+    """Refuse data without a schema_version, or newer than this code reads."""
     version = data.get("schema_version") if isinstance(data, dict) else None
     if not isinstance(version, int) or isinstance(version, bool):
         raise UserError(f"{path} has no schema_version: not a batchbench result file")
-    if version > newest:
+    if version > SCHEMA_VERSION:
         raise UserError(
             f"{path} was written by a newer batchbench (schema_version {version}; this one "
-            f"reads up to {newest}): upgrade batchbench to read it"
+            f"reads up to {SCHEMA_VERSION}): upgrade batchbench to read it"
         )
 
 
