@@ -18,6 +18,8 @@ from harness.plan.batching_fields import AXIS_FIELDS, FIELDS, BatchingParams
 from harness.plan.spec import IncludeRule, LoadKind, SweepSpec
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.]+$")
+# The repeat suffix every point and lane key ends with: ``-rep0``, ``-rep1``, ...
+_REPEAT_SUFFIX = re.compile(r"-rep\d+$")
 
 
 def format_number(value: float) -> str:
@@ -88,12 +90,23 @@ class Point:
 
     @property
     def key(self) -> str:
-        return f"{self.server.key}-{self.protocol}-{self._load_key()}-rep{self.repeat}"
+        return f"{self.group_key}{_repeat_suffix(self.repeat)}"
+
+    @property
+    def group_key(self) -> str:
+        """The key without the repeat: repeats of one configuration at one load share it."""
+        return f"{self.config_key}-{self._load_key()}"
+
+    @property
+    def config_key(self) -> str:
+        """The server configuration and protocol, ``mbs32-bt2000-r1-grpc``: a search's lane
+        without its repeat, and what the report calls a configuration."""
+        return f"{self.server.key}-{self.protocol}"
 
     @property
     def lane_key(self) -> str:
         """The key without the load: every probe of one max-rate search shares it."""
-        return f"{self.server.key}-{self.protocol}-rep{self.repeat}"
+        return f"{self.config_key}{_repeat_suffix(self.repeat)}"
 
     def _load_key(self) -> str:
         prefix = "c" if self.load_kind == "concurrency" else "rps"
@@ -141,6 +154,16 @@ class Point:
             data["protocol"],
             data.get("repeat", 0),
         )
+
+
+def _repeat_suffix(repeat: int) -> str:
+    return f"-rep{repeat}"
+
+
+def without_repeat(key: str) -> str:
+    """A stored point or lane key without its repeat suffix (``...-c64-rep1`` → ``...-c64``):
+    for keys known only as text, such as a baseline file's."""
+    return _REPEAT_SUFFIX.sub("", key)
 
 
 def _batching_values(params: BatchingParams) -> dict[str, Any]:

@@ -24,11 +24,9 @@ from harness.metrics import metric_ids
 from harness.plan.batching_fields import AXIS_FIELDS
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
+from harness.store.layout import CSV_FILE, POINTS_DIR, RUN_FILE
 
 SCHEMA_VERSION = 1
-RUN_FILE = "run.json"
-POINTS_DIR = "points"
-CSV_FILE = "results.csv"
 
 Status = Literal["ok", "failed"]
 
@@ -152,7 +150,8 @@ def new_run_id(name: str, now: datetime | None = None) -> str:
     return f"{now:%Y%m%d-%H%M%S}-{name}"
 
 
-def _now() -> str:
+def timestamp() -> str:
+    """Now, as every stored file records a time: UTC, ISO 8601, to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -185,7 +184,7 @@ class ResultStore:
             store.run_file,
             {
                 "run_id": store.root.name,
-                "created_at": _now(),
+                "created_at": timestamp(),
                 "spec_source": spec.source,
                 "spec": spec.as_given,
                 "points": [point.as_dict() for point in points],
