@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -269,9 +270,7 @@ def demo_runs(count: int) -> list[Path]:
 def decisions_of(folder: Path, confirmed: bool) -> tuple[str | None, list[str]]:
     """The run's pick and tied-best set (from its sweep alone, or from its confirmation)."""
     data = load_run(folder)
-    if not confirmed:
-        data.confirmation = None
-    rec = recommend(data)
+    rec = recommend(data if confirmed else replace(data, confirmation=None))
     if rec.chosen is None:
         return None, []
     return rec.chosen.key, rec.decision.tied if rec.decision else [rec.chosen.key]

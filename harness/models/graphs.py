@@ -102,7 +102,7 @@ class _Encoder(tf.Module):
     """tokens int32 [b, s] (any s) -> embedding + sine positions -> blocks -> mean over s.
 
     No token id is special: TF Serving pads short sequences with their first element when
-    `pad_variable_length_inputs` is set, so padding is part of the input like any other token.
+    it pads variable-length inputs, so padding is part of the input like any other token.
     """
 
     def __init__(self, seed: int, vocab: int, d_model: int, layers: int, heads: int) -> None:

@@ -12,12 +12,15 @@ figures from there and compares the candidates paired by round.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
-from harness.decide.recommend import CONFIRM_DIR, Recommendation, load_run, recommend
+from harness.decide.recommend import Recommendation, recommend
 from harness.errors import UserError
 from harness.plan.points import Point
 from harness.plan.rounds import Arm, plan_confirmation
+from harness.store.layout import CONFIRM_DIR
+from harness.store.run_folder import load_run
 from harness.sweep.rounds import run_steps
 
 
@@ -49,8 +52,8 @@ def run_confirmation(
     data = load_run(run_dir)
     if data.searches is not None:
         raise UserError("confirm: re-measures fixed points; not for find_max_rate runs")
-    data.confirmation = None  # decide what to confirm from the sweep itself
-    points = confirmation_points(recommend(data), top)
+    # What to confirm is decided from the sweep itself, not from an earlier confirmation.
+    points = confirmation_points(recommend(replace(data, confirmation=None)), top)
     if not points:
         print("confirmation: no configuration met the constraints; nothing to confirm", flush=True)
         return None
@@ -62,5 +65,5 @@ def run_confirmation(
         f"confirmation: {len(points)} candidate(s) x {rounds} rounds, fresh servers each: {keys}",
         flush=True,
     )
-    run_steps(data.spec, [Arm(CONFIRM_DIR)], steps, Path(run_dir), live=live)
+    run_steps(data.checked_spec(), [Arm(CONFIRM_DIR)], steps, Path(run_dir), live=live)
     return folder

@@ -14,7 +14,6 @@ from __future__ import annotations
 import signal
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,12 @@ from harness.plan.strategies import GridStrategy, MaxRateSearch, Strategy
 from harness.report import write_report
 from harness.servers.targets import RunningTarget, server_command, start_target
 from harness.store.environment import collect_environment
-from harness.store.results import PointResult, ResultStore, new_run_id
+from harness.store.layout import MAX_RATE_FILE
+from harness.store.results import PointResult, ResultStore, new_run_id, timestamp
 from harness.sweep.measure import measure_point
 from harness.sweep.progress import SweepProgress, make_progress
 
 DEFAULT_REPORTS = Path("reports")
-MAX_RATE_FILE = "max_rate.json"
 
 
 class Interrupt:
@@ -111,13 +110,13 @@ class Sweep:
             target.stop()
 
     def run_point(self, point: Point) -> PointResult:
-        started = _now()
+        started = timestamp()
         try:
             target = self.target_for(point)
         except UserError as exc:
             reason = "target did not start: " + str(exc).splitlines()[0]
             result = PointResult.failed(point, reason, str(exc))
-            result.started_at, result.finished_at = started, _now()
+            result.started_at, result.finished_at = started, timestamp()
             return result
         result = measure_point(
             self.spec, point, target, self.workdir, on_window=self.progress.window
@@ -250,9 +249,5 @@ def finish_run(store: ResultStore, interrupted: bool) -> None:
     """Regenerate results.csv and record in run.json when (and whether fully) the run ended."""
     store.write_csv()
     info = store.run_info()
-    info.update(finished_at=_now(), interrupted=interrupted)
+    info.update(finished_at=timestamp(), interrupted=interrupted)
     store.write_run_info(info)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

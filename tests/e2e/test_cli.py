@@ -86,6 +86,7 @@ def test_make_model_rejects_an_unknown_model_with_the_valid_names(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the session's demo run (3-6 min) is set up inside it
 def test_demo_runs_the_default_sweep_and_ends_with_the_run_folder(demo_run):
     completed, run_dir = demo_run
     assert completed.returncode == 0, completed.stdout + completed.stderr
@@ -102,11 +103,13 @@ def test_demo_runs_the_default_sweep_and_ends_with_the_run_folder(demo_run):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the session's demo run (4-7 min) is set up inside it
 def test_the_demo_confirms_its_recommendation_in_interleaved_rounds(demo_run):
     """The demo preset's confirmation: the tied-best configurations (at most 2) and the
     unbatched baseline measured again in 3 rounds, the order rotated and reversed, and the
     recommendation taken from those rounds, paired."""
-    from harness.decide.recommend import load_run, recommend
+    from harness.decide.recommend import recommend
+    from harness.store.run_folder import load_run
 
     _, run_dir = demo_run
     store = ResultStore.open(run_dir / "confirm")
@@ -122,6 +125,8 @@ def test_the_demo_confirms_its_recommendation_in_interleaved_rounds(demo_run):
     assert 'id="confirmation-table"' in (run_dir / "report.html").read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # the session's demo run (3-6 min) is set up inside it
 def test_the_demo_report_renders_cleanly_in_a_browser(demo_run, chromium):
     completed, run_dir = demo_run
     report = run_dir / "report.html"

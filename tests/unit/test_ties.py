@@ -4,6 +4,7 @@ a marginal SLO."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -111,8 +112,8 @@ def test_a_confirmation_decides_paired_by_round():
     assert "paired over rounds" in rec.sentence
     assert any("confirmation run" in line for line in rec.why)
     # The same rounds taken as unpaired repeats: their swings hide the 4%.
-    run.results, run.confirmation = run.confirmation, None
-    assert recommend(run).decision.verdict == "tie"
+    unpaired = replace(run, results=run.confirmation, confirmation=None)
+    assert recommend(unpaired).decision.verdict == "tie"
 
 
 def test_what_a_confirmation_measures():
