@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import subprocess
 import sys
 import time
@@ -33,12 +35,13 @@ from typing import Any
 import yaml
 
 from benchmarks.common import BENCH_DIR, ROOT, BenchResult, finish, model_path, result
-from harness.decide.compare import compare_sides, load_side, write_baseline
+from harness.decide.compare import compare_sides, load_side, round_figures, write_baseline
 from harness.decide.recommend import load_run, recommend
 
 OUT = BENCH_DIR / "decisions"
 BATCHBENCH = (sys.executable, "-m", "harness")
 PARTS = ("aa", "power", "baseline", "consistency")
+TALLY_ONLY = False  # --tally: count the jobs already done, run none
 SLOWDOWN = 0.15
 # The synthetic model sleeps fixed_ms + per_item_ms x rows per batch. A batch of 8 takes 48 ms,
 # so 2 batch threads serve at most ~330 req/s and the service time, not the CPU, bounds the
@@ -92,7 +95,7 @@ def slowed_model(slowdown: float) -> Path:
 def ab_job(folder: Path, rounds: int, head_model: Path | None) -> dict[str, Any]:
     """One A/B job (run unless its compare.json is there): its verdict and throughput change."""
     compare = folder / "compare.json"
-    if not compare.is_file():
+    if not compare.is_file() and not TALLY_ONLY:
         model_path("synthetic", **SYNTHETIC)
         args = ["ab", str(ab_spec()), "--rounds", str(rounds), "--out", str(folder)]
         if head_model is not None:
@@ -132,7 +135,26 @@ def aa_rows(comparisons: int, rounds: int) -> tuple[list[BenchResult], list[dict
         f"{len(done)} of {comparisons} jobs completed; throughput changes {changes}"
     )
     row = result(f"A/A false alarms ({len(done)} interleaved jobs)", len(alarms), "<= 0", "", notes)
-    return [row], jobs
+    noise = round_noise([OUT / j["job"] for j in done])
+    spread = result(
+        "A/A noise: sd of one round's log throughput ratio",
+        noise,
+        notes="pooled over the A/A jobs' rounds; the paired interval's half-width is about "
+        f"t(0.975, {rounds - 1}) x sd / sqrt({rounds})",
+    )
+    return [row, spread], jobs
+
+
+def round_noise(folders: Sequence[Path]) -> float | None:
+    """The standard deviation of log(HEAD/BASE) of one round's throughput, over every round
+    of the given A/B folders (identical arms: all of it is noise)."""
+    logs = []
+    for folder in folders:
+        base, head = load_side(folder / "base").groups(), load_side(folder / "head").groups()
+        for group in base.keys() & head.keys():
+            b, h = round_figures(base[group], head[group], "throughput_rps")
+            logs += [math.log(y / x) for x, y in zip(b, h, strict=True) if x > 0 and y > 0]
+    return statistics.stdev(logs) if len(logs) > 1 else None
 
 
 def power_rows(
@@ -180,7 +202,7 @@ def ci_runs(count: int) -> list[Path]:
     model_path("mlp")
     folders = [OUT / f"ci-{n}" for n in range(1, count + 1)]
     for folder in folders:
-        if not _finished(folder):
+        if not _finished(folder) and not TALLY_ONLY:
             if folder.exists():
                 _remove(folder)
             started = time.perf_counter()
@@ -254,7 +276,8 @@ def demo_runs(count: int) -> list[Path]:
     model_path("mlp")
     folders = [OUT / f"demo-{n}" for n in range(1, count + 1)]
     for folder in folders:
-        if not _finished(folder) or not (folder / "confirm" / "run.json").is_file():
+        confirmed = (folder / "confirm" / "run.json").is_file()
+        if not (_finished(folder) and confirmed) and not TALLY_ONLY:
             if folder.exists():
                 _remove(folder)
             started = time.perf_counter()
@@ -328,7 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         "--ladder", default="0.15", help="slowdowns for power, e.g. 0.075,0.1,0.15 (default 0.15)"
     )
     parser.add_argument("--ci-runs", type=int, default=4, help="unchanged ci runs (default 4)")
+    parser.add_argument("--tally", action="store_true", help="count the jobs done; run none")
     args = parser.parse_args(argv)
+    global TALLY_ONLY
+    TALLY_ONLY = args.tally
     parts = [p.strip() for p in args.part.split(",") if p.strip()]
     rows: list[BenchResult] = []
     raw: dict[str, Any] = {}
