@@ -22,7 +22,7 @@ _FIELDS: dict[str, BatchingField[Any]] = {f.name: f for f in PROTO_ORDER}
 
 def format_batching(params: BatchingParams) -> str:
     """The text-format file for ``params``: one line per set field, proto field order."""
-    lines = []
+    lines: list[str] = []
     for name, value in params.as_dict().items():
         wrapped = _FIELDS[name].wrapped
         if isinstance(value, list):

@@ -73,7 +73,7 @@ class ServerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ServerConfig:
-        batching = data.get("batching")
+        batching = data.get("batching") or {}
         params = BatchingParams.from_dict(batching) if data["enable_batching"] else None
         return cls(params, data["replicas"])
 
@@ -183,6 +183,8 @@ def server_configs(spec: SweepSpec) -> list[ServerConfig]:
     """Every server configuration of the axes (baseline once per replica count), in spec order."""
     server, axes = spec.server, spec.server.batching
     configs: list[ServerConfig] = []
+    replicas: int
+    enabled: bool
     for replicas, enabled in itertools.product(server.replicas, server.enable_batching):
         if not enabled:
             configs.append(ServerConfig(None, replicas))

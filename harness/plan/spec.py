@@ -28,6 +28,7 @@ from pydantic import (
     ValidationError,
     create_model,
 )
+from pydantic_core import ErrorDetails
 
 from harness.errors import UserError
 from harness.metrics import METRICS
@@ -77,15 +78,17 @@ def _metric_id(value: str) -> str:
     return value
 
 
+# An axis: a list of distinct values to sweep; a scalar is a one-value list.
+_AXIS_RULES = (BeforeValidator(_as_list), AfterValidator(_distinct), Field(min_length=1))
+
+
 def _axis(item: Any) -> Any:
-    """A list of distinct values to sweep; a scalar is a one-value list."""
-    return Annotated[
-        list[item], BeforeValidator(_as_list), AfterValidator(_distinct), Field(min_length=1)
-    ]
+    """The axis type of ``item``, for fields made from the batching field table."""
+    return Annotated[list[item], *_AXIS_RULES]
 
 
-BoolAxis = _axis(bool)
-ReplicaAxis = _axis(PosInt)
+BoolAxis = Annotated[list[bool], *_AXIS_RULES]
+ReplicaAxis = Annotated[list[PosInt], *_AXIS_RULES]
 BatchSizes = Annotated[list[PosInt], AfterValidator(_increasing)]
 Bounds = Annotated[dict[str, float], AfterValidator(_metric_bounds)]
 MetricId = Annotated[str, AfterValidator(_metric_id)]
@@ -154,10 +157,14 @@ def _scalar(field: BatchingField[Any]) -> Any:
     return field.kind
 
 
+def _list_of(kind: type) -> Any:
+    return list[kind]  # type: ignore[valid-type]  # a type made at run time from the table
+
+
 def _batching_field(field: BatchingField[Any], role: _Role) -> tuple[Any, Any]:
     """``(annotation, default)`` of one batching field in an axis list or a matrix rule."""
     if field.repeated:
-        items = BatchSizes if field.kind is int else list[field.kind]
+        items: Any = BatchSizes if field.kind is int else _list_of(field.kind)
         return {
             "axis": (Annotated[list[items], Field(min_length=1)], [[]]),
             "include": (items, []),
@@ -172,7 +179,10 @@ def _with_batching(base: type[_Strict], role: _Role) -> type[_Strict]:
     """``base`` followed by the spec's batching fields, in the table's order."""
     fields = {field.name: _batching_field(field, role) for field in AXIS_FIELDS}
     name = f"{base.__name__}_{role}_batching"
-    return create_model(name, __base__=base, __module__=__name__, **fields)
+    model: type[_Strict] = create_model(  # type: ignore[call-overload]  # fields from the table
+        name, __base__=base, __module__=__name__, **fields
+    )
+    return model
 
 
 class BatchingAxes(_with_batching(_Strict, "axis")):  # type: ignore[misc]
@@ -423,7 +433,7 @@ def format_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     loc = tuple(error["loc"])
     if error["type"] == "extra_forbidden":
         return _unknown_key(loc)

@@ -18,11 +18,12 @@ from typing import Any
 import matplotlib as mpl
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
+from matplotlib.typing import RcKeyType
 
 from harness.metrics import metric
 from harness.plan.batching_fields import BATCH_TIMEOUT_MICROS, MAX_BATCH_SIZE
 
-_RC = {
+_RC: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",
     "font.family": "sans-serif",
     "font.size": 9,

@@ -26,7 +26,6 @@ from harness.plan.strategies import GridStrategy, MaxRateSearch, Strategy
 from harness.report import write_report
 from harness.servers.targets import RunningTarget, server_command, start_target
 from harness.store.environment import collect_environment
-from harness.store.layout import MAX_RATE_FILE
 from harness.store.results import PointResult, ResultStore, new_run_id, timestamp
 from harness.sweep.measure import measure_point
 from harness.sweep.progress import SweepProgress, make_progress
@@ -188,10 +187,8 @@ def _loop(sweep: Sweep, strategy: Strategy, interrupt: Interrupt) -> None:
         sweep.store.write_csv()
         sweep.progress.point_done(result)
         strategy.observe(point, _summary(result))
-        if isinstance(strategy, MaxRateSearch):
-            _write_searches(sweep.store, strategy)
-    if isinstance(strategy, MaxRateSearch):
-        _write_searches(sweep.store, strategy)  # a search's outcome is set after its last probe
+        _write_records(sweep.store, strategy)
+    _write_records(sweep.store, strategy)  # e.g. a search's outcome is set after its last probe
 
 
 def _summary(result: PointResult) -> dict[str, float] | None:
@@ -209,8 +206,9 @@ def _strategy(spec: SweepSpec, points: list[Point], store: ResultStore) -> Strat
     return MaxRateSearch(points, spec.load.find_max_rate, known)
 
 
-def _write_searches(store: ResultStore, search: MaxRateSearch) -> None:
-    store.write_extra(MAX_RATE_FILE, {"searches": [r.as_dict() for r in search.results]})
+def _write_records(store: ResultStore, strategy: Strategy) -> None:
+    for name, document in strategy.records().items():
+        store.write_extra(name, document)
 
 
 def _open_store(
