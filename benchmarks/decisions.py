@@ -227,7 +227,7 @@ def baseline_alarms(folders: Sequence[Path], keep: int) -> list[dict[str, Any]]:
     out = []
     for i, current in enumerate(folders):
         others = [folders[(i - k) % len(folders)] for k in range(keep, 0, -1)]
-        path = OUT / "baselines" / f"without-{current.name}.json"
+        path = OUT / "baselines" / f"keep{keep}-without-{current.name}.json"
         path.unlink(missing_ok=True)
         for folder in others:
             write_baseline(folder, path, keep=keep)
