@@ -107,11 +107,19 @@ def test_demo_runs_the_default_sweep_and_ends_with_the_run_folder(demo_run):
 def test_the_demo_confirms_its_recommendation_in_interleaved_rounds(demo_run):
     """The demo preset's confirmation: the tied-best configurations (at most 2) and the
     unbatched baseline measured again in 3 rounds, the order rotated and reversed, and the
-    recommendation taken from those rounds, paired."""
+    recommendation taken from those rounds, paired. (On a machine so loaded that no
+    configuration meets the demo's SLO there is nothing to confirm, and the demo says so.)"""
+    from dataclasses import replace
+
     from harness.decide.recommend import recommend
     from harness.store.run_folder import load_run
 
-    _, run_dir = demo_run
+    completed, run_dir = demo_run
+    swept = recommend(replace(load_run(run_dir), confirmation=None))
+    if swept.status != "met":
+        assert "confirmation: no configuration met the constraints" in completed.stdout
+        assert not (run_dir / "confirm").exists()
+        return
     store = ResultStore.open(run_dir / "confirm")
     planned = store.planned_points()
     groups = list(dict.fromkeys(p.key.rsplit("-rep", 1)[0] for p in planned))
