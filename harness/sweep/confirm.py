@@ -12,6 +12,7 @@ figures from there and compares the candidates paired by round.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,20 +25,32 @@ from harness.store.run_folder import load_run
 from harness.sweep.rounds import run_steps
 
 
-def confirmation_points(rec: Recommendation, top: int) -> list[Point]:
+def confirmation_points(rec: Recommendation, top: int, swept: Sequence[Point]) -> list[Point]:
     """The tied-best set (capped at ``top``, in the tie-break's order) and the unbatched
-    baseline at the chosen load; just the chosen one when nothing else ties or there is no
-    tie analysis. Empty when nothing met the constraints."""
+    baseline the sweep measured at the chosen replicas, protocol and load (whatever its own
+    verdict was: confirming is measuring it again); just the chosen one when nothing else ties
+    or there is no tie analysis. Empty when nothing met the constraints."""
     if rec.chosen is None or not rec.chosen.feasible:
         return []
     by_key = {c.key: c for c in rec.ranking}
     keys = rec.decision.tied[:top] if rec.decision else [rec.chosen.key]
     if rec.chosen.key not in keys:  # the cap must not drop the pick itself
         keys = [rec.chosen.key, *keys[: top - 1]]
-    unbatched = rec.baselines.get("unbatched")
-    if unbatched and unbatched["key"] in by_key and unbatched["key"] not in keys:
-        keys.append(unbatched["key"])
-    return [by_key[k].point for k in keys]
+    points = [by_key[k].point for k in keys]
+    chosen = rec.chosen.point
+    baseline = next((p for p in swept if p.batching is None and _same_load(p, chosen)), None)
+    if baseline is not None and baseline.group_key not in keys:
+        points.append(baseline)
+    return points
+
+
+def _same_load(a: Point, b: Point) -> bool:
+    return (a.replicas, a.protocol, a.load_kind, a.load) == (
+        b.replicas,
+        b.protocol,
+        b.load_kind,
+        b.load,
+    )
 
 
 def run_confirmation(
@@ -53,7 +66,8 @@ def run_confirmation(
     if data.searches is not None:
         raise UserError("confirm: re-measures fixed points; not for find_max_rate runs")
     # What to confirm is decided from the sweep itself, not from an earlier confirmation.
-    points = confirmation_points(recommend(replace(data, confirmation=None)), top)
+    swept = [r.point for r in data.results]
+    points = confirmation_points(recommend(replace(data, confirmation=None)), top, swept)
     if not points:
         print("confirmation: no configuration met the constraints; nothing to confirm", flush=True)
         return None

@@ -123,7 +123,7 @@ def test_the_demo_confirms_its_recommendation_in_interleaved_rounds(demo_run):
     store = ResultStore.open(run_dir / "confirm")
     planned = store.planned_points()
     groups = list(dict.fromkeys(p.key.rsplit("-rep", 1)[0] for p in planned))
-    assert 2 <= len(groups) <= 3 and groups[-1].startswith("nobatch-")
+    assert 1 <= len(groups) <= 3 and any(g.startswith("nobatch-") for g in groups)
     rounds = [[p.key.rsplit("-rep", 1)[0] for p in planned if p.repeat == r] for r in range(3)]
     assert rounds[0] == groups and rounds[1] == groups[::-1]  # reversed in the second round
     assert len(store.load_points()) == len(groups) * 3
