@@ -107,6 +107,7 @@ class Prepared:
         options = self.options
         return {
             "targets": list(options.targets),
+            "models": sorted({kind.model for kind in self.requests}),
             "model": {
                 "name": options.model_name,
                 "signature": options.signature,
@@ -259,6 +260,8 @@ class Run:
         self.trace_schedule: TraceSchedule | None = None
         self.sampler: MixSampler | None = None
         self.trace_done = False
+        # With --raw-latency-dir: (intended, actual) send times, seconds since the run started.
+        self.sends: list[tuple[float, float]] | None = None
         runner = environment.runner
         self.is_worker = isinstance(runner, WorkerRunner)
         self.conductor = None if self.is_worker else Conductor(self)
@@ -284,7 +287,7 @@ class Run:
             return
         if run_id != self.run_id or self.plan is None or plan.stage != self.plan.stage:
             self.stage_started_at = time.perf_counter()
-        if run_id != self.run_id:
+        if run_id != self.run_id or self.plan is None:
             self.start_streams(run_id, plan)
         self.run_id, self.plan = run_id, plan
         self.plan_ready.set()
@@ -349,6 +352,7 @@ class Run:
         options = self.options
         keep_raw = bool(options and options.raw_latency_dir)
         self.recorder = Recorder(keep_raw=keep_raw)
+        self.sends = [] if keep_raw else None
         self.usage.reset()
 
     def close_window(self) -> None:
@@ -361,6 +365,8 @@ class Run:
             folder.mkdir(parents=True, exist_ok=True)
             text = "".join(f"{value}\n" for value in self.recorder.raw_us)
             (folder / f"latency-us-{os.getpid()}.txt").write_text(text)
+            sends = "".join(f"{intended:.6f} {sent:.6f}\n" for intended, sent in self.sends or [])
+            (folder / f"sends-{os.getpid()}.txt").write_text(sends)
 
     def report(self) -> dict[str, Any]:
         """A worker's report: the recording since the last report, and its CPU use."""
@@ -411,9 +417,11 @@ def _describe_prepared(prepared: Prepared) -> str:
         f"{alias} {array.dtype}{list(array.shape)}"
         for alias, array in prepared.payload.inputs.items()
     )
+    models = sorted({kind.model for kind in prepared.requests})
     return (
-        f"model {prepared.options.model_name!r} signature {prepared.signature.name!r}, "
-        f"payload {prepared.payload.source} ({inputs}), request {len(prepared.body)} bytes"
+        f"model(s) {', '.join(models)} signature {prepared.signature.name!r}, "
+        f"payload {prepared.payload.source} ({inputs}), request {len(prepared.body)} bytes, "
+        f"{len(prepared.requests)} request kind(s)"
     )
 
 
@@ -767,8 +775,11 @@ class PredictUser(User):
     def request(self, key: Key, intended: float, kind: RequestKind, tags: Tags) -> None:
         """Send one (already counted as started) request and record how it ended, timed from
         its intended send time (or from its actual one, if that was earlier)."""
-        recorder = self.bench.recorder
-        since = min(intended, time.perf_counter())
+        recorder, now = self.bench.recorder, time.perf_counter()
+        since = min(intended, now)
+        if self.bench.sends is not None:
+            origin = self.bench.run_started_at
+            self.bench.sends.append((intended - origin, now - origin))
         try:
             status = self.send(key, kind)
         except gevent.GreenletExit:

@@ -99,7 +99,12 @@ OPTIONS: tuple[tuple[str, Any, str], ...] = (
     ),
     ("warmup", 0.0, "seconds at the start of each stage left out of the figures"),
     ("result-file", "", "write the run's result JSON here (master or single process)"),
-    ("raw-latency-dir", "", "also write every measured latency (µs) per process here (debug)"),
+    (
+        "raw-latency-dir",
+        "",
+        "also write every measured latency (µs) and every intended and actual send time per "
+        "process here (debug)",
+    ),
     (
         "scrape-urls",
         "",
