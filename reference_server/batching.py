@@ -283,11 +283,14 @@ class BatchPolicy:
         self._order: list[BatchQueue] = []
         self._next = 0
 
-    def schedule(self, key: Hashable, ticket: object, rows: int) -> tuple[int, bool]:
-        """Enqueue a task on ``key``'s queue; see BatchQueue.schedule."""
+    def schedule(
+        self, key: Hashable, ticket: object, rows: int, limits: QueueLimits | None = None
+    ) -> tuple[int, bool]:
+        """Enqueue a task on ``key``'s queue; see BatchQueue.schedule. A new queue takes
+        ``limits`` (a model's own batching parameters), or the policy's."""
         queue = self._queues.get(key)
         if queue is None:
-            queue = self._queues[key] = BatchQueue(self._limits, self._clock)
+            queue = self._queues[key] = BatchQueue(limits or self._limits, self._clock)
             self._order.append(queue)
         return queue.schedule(ticket, rows)
 
