@@ -260,6 +260,7 @@ class Run:
         self.trace_schedule: TraceSchedule | None = None
         self.sampler: MixSampler | None = None
         self.trace_done = False
+        self.claimed = 0  # trace requests claimed by users and not yet sent
         # With --raw-latency-dir: (intended, actual) send times, seconds since the run started.
         self.sends: list[tuple[float, float]] | None = None
         runner = environment.runner
@@ -814,21 +815,31 @@ class PredictUser(User):
             mine = float("inf")
 
     def replay(self) -> None:
-        """Send this process's share of the trace at its times; stop a single process's test
-        once a non-looping trace has been sent and answered."""
+        """Send this process's share of the trace at its times; a single process stops its
+        test once a non-looping trace has been sent by all users and answered."""
         run = self.bench
         assert run.plan is not None and run.options is not None
         while (claimed := run.trace_schedule.claim() if run.trace_schedule else None) is not None:
-            intended, entry = claimed
-            while (wait := intended - time.perf_counter() - EARLY_WAKE_S) > 0:
-                gevent.sleep(min(wait, SLEEP_SLICE_S))
-            cap = run.plan.user_cap()
-            self.arrive(intended, run.draw_kind(entry), cap, run.options.late_tolerance_s)
-        self.in_flight.join()
-        if not run.is_worker and not run.trace_done:
+            run.claimed += 1
+            try:
+                intended, entry = claimed
+                while (wait := intended - time.perf_counter() - EARLY_WAKE_S) > 0:
+                    gevent.sleep(min(wait, SLEEP_SLICE_S))
+                cap = run.plan.user_cap()
+                self.arrive(intended, run.draw_kind(entry), cap, run.options.late_tolerance_s)
+            finally:
+                run.claimed -= 1
+        if not run.is_worker and not run.trace_done and run.claimed == 0:
             run.trace_done = True
-            gevent.spawn(self.environment.runner.quit)
+            gevent.spawn(self._quit_when_answered, run.options.request_timeout_s)
         gevent.sleep(SLEEP_SLICE_S)
+
+    def _quit_when_answered(self, timeout_s: float) -> None:
+        """End the test once no request is in flight (or after `timeout_s`)."""
+        deadline = time.perf_counter() + timeout_s
+        while self.bench.recorder.in_flight() and time.perf_counter() < deadline:
+            gevent.sleep(0.01)
+        self.environment.runner.quit()
 
     def arrive(self, intended: float, kind: RequestKind, cap: int, tolerance_s: float) -> None:
         """An arrival: send it (late or not), or drop it when `cap` requests are in flight."""
