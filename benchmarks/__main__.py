@@ -24,6 +24,7 @@ BENCHMARKS = (
     "batching_overhead",
     "generator_capacity",
     "truth_synthetic",
+    "traffic_shapes",
     "stall",
     "wrk_check",
     "sweep_wall_time",

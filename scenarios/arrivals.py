@@ -334,6 +334,32 @@ class MmppArrivals:
             self.left = self._dwell()
 
 
+def mmpp_gap_law(
+    spec: ArrivalSpec, rate: float
+) -> tuple[float, float, Callable[[np.ndarray], np.ndarray]]:
+    """Mean, CV and CDF of the gaps of a stationary mmpp at mean `rate` (for checks).
+
+    The gap law is phase-type: alpha (the state at an arrival) and D0 = Q - Lambda, with
+    P(gap > t) = alpha exp(D0 t) 1.
+    """
+    from scipy.linalg import expm
+
+    base, burst = spec.state_factors()
+    rates = np.diag([base * rate, burst * rate])
+    leave = (1 / spec.base_dwell_s, 1 / spec.burst_dwell_s)
+    d0 = np.array([[-leave[0], leave[0]], [leave[1], -leave[1]]]) - rates
+    share = np.array([spec.base_dwell_s, spec.burst_dwell_s])
+    alpha = share @ rates / (share @ rates).sum()
+    inverse, ones = np.linalg.inv(-d0), np.ones(2)
+    mean = float(alpha @ inverse @ ones)
+    second = float(2 * alpha @ inverse @ inverse @ ones)
+
+    def cdf(times: np.ndarray) -> np.ndarray:
+        return np.array([1 - alpha @ expm(d0 * t) @ ones for t in np.atleast_1d(times)])
+
+    return mean, (second - mean * mean) ** 0.5 / mean, cdf
+
+
 def make_arrivals(spec: ArrivalSpec, seed: str, shared_seed: str = "") -> Arrivals:
     """The arrival process of `spec`, seeded by `seed` (its own draws) and `shared_seed` (what
     all of a run's processes share: the mmpp state timeline)."""

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
-from scipy import linalg, stats
+from scipy import stats
 
 from scenarios.arrivals import (
     ArrivalSpec,
@@ -16,6 +14,7 @@ from scenarios.arrivals import (
     Stage,
     StageError,
     make_arrivals,
+    mmpp_gap_law,
     parse_duration,
     parse_stages,
     rate_at,
@@ -140,30 +139,9 @@ def test_poisson_gaps_are_exponential() -> None:
     assert stats.kstest(gaps, stats.expon(scale=1 / RATE).cdf).pvalue > 0.01
 
 
-def mmpp_law(spec: ArrivalSpec, rate: float) -> tuple[float, float, Callable[..., np.ndarray]]:
-    """Mean, CV and CDF of a stationary MMPP's gaps (a phase-type law: alpha, D0)."""
-    base, burst = spec.state_factors()
-    rates = np.diag([base * rate, burst * rate])
-    leave = (1 / spec.base_dwell_s, 1 / spec.burst_dwell_s)
-    generator = np.array([[-leave[0], leave[0]], [leave[1], -leave[1]]])
-    share = np.array([spec.base_dwell_s, spec.burst_dwell_s])
-    alpha = share @ rates / (share @ rates).sum()
-    d0 = generator - rates
-    inverse = np.linalg.inv(-d0)
-    ones = np.ones(2)
-    mean = alpha @ inverse @ ones
-    second = 2 * alpha @ inverse @ inverse @ ones
-    cv = float(np.sqrt(second - mean * mean) / mean)
-
-    def cdf(t: np.ndarray) -> np.ndarray:
-        return np.array([1 - alpha @ linalg.expm(d0 * x) @ ones for x in np.atleast_1d(t)])
-
-    return float(mean), cv, cdf
-
-
 def test_mmpp_gaps_follow_the_two_state_law() -> None:
     spec = ArrivalSpec("mmpp", burst_ratio=10, base_dwell_s=0.1, burst_dwell_s=0.02)
-    mean, cv, cdf = mmpp_law(spec, RATE)
+    mean, cv, cdf = mmpp_gap_law(spec, RATE)
     assert mean == pytest.approx(1 / RATE)  # the plan's rate is the mean over both states
     gaps = _gaps(spec, "mmpp")
     assert gaps.mean() == pytest.approx(mean, rel=0.02)
