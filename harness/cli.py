@@ -69,14 +69,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from harness.report import write_report
-    from harness.report.render import PNG_FILE
     from harness.report.screenshot import capture
+    from harness.store.layout import REPORT_PNG_FILE
 
     html = write_report(Path(args.run_dir))
     print(f"report: {html}")
     if not args.screenshot:
         return 0
-    check = capture(html, html.with_name(PNG_FILE))
+    check = capture(html, html.with_name(REPORT_PNG_FILE))
     print(f"screenshot: {check.png} ({check.width}x{check.height})")
     for problem in [*check.console_errors, *(f"request: {u}" for u in check.outside_requests)]:
         print(f"batchbench: report problem: {problem}", file=sys.stderr)
@@ -87,18 +87,20 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from harness.decide import recommend as rec
+    from harness.decide import ranking
+    from harness.decide.recommend import recommend, write_recommendation
+    from harness.store.run_folder import load_run
 
-    data = rec.load_run(Path(args.run_dir))
-    slo = rec.merged_slo(
-        rec.default_slo(data.spec),
+    data = load_run(Path(args.run_dir))
+    slo = ranking.merged_slo(
+        ranking.default_slo(data.checked_spec()),
         p99_ms=args.slo_p99_ms,
         error_rate=args.max_error_rate,
         constraints=args.constraint,
     )
-    objective = rec.parse_objective(args.objective) if args.objective else None
-    result = rec.recommend(data, slo=slo, objective=objective, top=args.top)
-    paths = rec.write_recommendation(result, Path(args.run_dir))
+    objective = ranking.parse_objective(args.objective) if args.objective else None
+    result = recommend(data, slo=slo, objective=objective, top=args.top)
+    paths = write_recommendation(result, Path(args.run_dir))
     print(result.sentence)
     for name, path in paths.items():
         print(f"{name}: {path}")

@@ -1,7 +1,7 @@
 """``batchbench demo``: the main job on the built-in default.
 
 Runs the shipped ``default`` sweep (the built-in ``mlp`` model on the local reference stack:
-max_batch_size × batch_timeout_micros × replicas against the unbatched baseline) and ends with
+max batch size × batch timeout × replicas against the unbatched baseline) and ends with
 the paths of the run folder and its HTML report.
 """
 

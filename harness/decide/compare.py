@@ -19,11 +19,9 @@ figures and the used windows' samples — everything compare needs, without hist
 from __future__ import annotations
 
 import math
-import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from xml.etree import ElementTree as ET
@@ -32,10 +30,13 @@ import numpy as np
 
 from harness.errors import UserError
 from harness.metrics import METRICS, metric
-from harness.store.results import PointResult, ResultStore, read_json, write_atomically, write_json
+from harness.plan.points import without_repeat
+from harness.store.layout import COMPARE_FILE
+from harness.store.results import PointResult, read_json, timestamp, write_atomically, write_json
+from harness.store.run_folder import load_run
 
 BASELINE_KIND = "batchbench-baseline"
-COMPARE_FILE, MARKDOWN_FILE, JUNIT_FILE = "compare.json", "compare.md", "compare-junit.xml"
+MARKDOWN_FILE, JUNIT_FILE = "compare.md", "compare-junit.xml"
 DEFAULT_THRESHOLDS = {"throughput_rps": 0.05, "latency_p99_ms": 0.10}
 CONFIDENCE = 0.95
 DRAWS = 4000
@@ -104,10 +105,6 @@ class Side:
         return {"path": self.label, "kind": self.kind, "run_id": self.run_id}
 
 
-def strip_repeat(key: str) -> str:
-    return re.sub(r"-rep\d+$", "", key)
-
-
 def samples_from_result(result: PointResult) -> PointSamples:
     """A stored point reduced to what compare needs."""
     used_indices = set((result.stability or {}).get("windows_used") or [])
@@ -121,7 +118,7 @@ def samples_from_result(result: PointResult) -> PointSamples:
                 windows.setdefault(metric_id, []).append(value)
     return PointSamples(
         key=result.key,
-        group=strip_repeat(result.key),
+        group=result.point.group_key,
         status=result.status,
         stable=result.stable,
         valid=result.valid,
@@ -135,12 +132,9 @@ def load_side(path: Path | str) -> Side:
     """A run folder, or a baseline file written by :func:`write_baseline`."""
     path = Path(path)
     if path.is_dir():
-        store = ResultStore.open(path)
-        info = store.run_info()
-        points = [samples_from_result(r) for r in store.load_points()]
-        return Side(
-            str(path), "run", points, info.get("run_id", path.name), info.get("environment") or {}
-        )
+        run = load_run(path)
+        points = [samples_from_result(r) for r in run.results]
+        return Side(str(path), "run", points, run.run_id, run.environment)
     if not path.exists():
         raise UserError(f"{path} does not exist (expected a run folder or a baseline JSON file)")
     data = read_json(path)
@@ -159,7 +153,7 @@ def load_side(path: Path | str) -> Side:
 def _samples_from_baseline(key: str, value: Mapping[str, Any]) -> PointSamples:
     return PointSamples(
         key=key,
-        group=strip_repeat(key),
+        group=without_repeat(key),
         status=value["status"],
         stable=bool(value.get("stable", True)),
         valid=bool(value.get("valid", True)),
@@ -178,7 +172,7 @@ def baseline_data(run_dir: Path | str) -> dict[str, Any]:
         raise UserError(f"{run_dir} holds no point results: nothing to keep as a baseline")
     return {
         "kind": BASELINE_KIND,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_at": timestamp(),
         "source": {"run_id": side.run_id, "environment": side.environment},
         "points": {p.key: p.as_dict() for p in side.points},
     }
@@ -639,6 +633,54 @@ def write_outputs(comparison: Comparison, out_dir: Path | str) -> dict[str, Path
         "markdown": write_atomically(out_dir / MARKDOWN_FILE, markdown(comparison)),
         "junit": write_atomically(out_dir / JUNIT_FILE, junit_xml(comparison)),
     }
+
+
+# compare.json's one-line facts (as Comparison.as_dict writes them) and the columns of its flat
+# rows a table shows, in order.
+SUMMARY_FIELDS = (
+    "verdict",
+    "base",
+    "current",
+    "thresholds",
+    "confidence",
+    "draws",
+    "seed",
+    "counts",
+)
+TABLE_COLUMNS = (
+    "key",
+    "metric",
+    "base",
+    "current",
+    "change",
+    "ci_low",
+    "ci_high",
+    "verdict",
+    "note",
+)
+
+
+@dataclass(frozen=True)
+class ComparisonFile:
+    """``compare.json`` read back: its summary facts and its rows (``Comparison.rows()``)."""
+
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ComparisonFile:
+        summary = {k: v for k, v in data.items() if k in SUMMARY_FIELDS}
+        return cls(summary, [dict(row) for row in data.get("rows") or []])
+
+    def columns(self) -> list[str]:
+        """The table columns the rows have, in :data:`TABLE_COLUMNS` order."""
+        return [c for c in TABLE_COLUMNS if any(c in row for row in self.rows)]
+
+
+def read_comparison(out_dir: Path | str) -> ComparisonFile | None:
+    """The ``compare.json`` in ``out_dir`` (a run folder, usually); None when there is none."""
+    path = Path(out_dir) / COMPARE_FILE
+    return ComparisonFile.from_dict(read_json(path)) if path.is_file() else None
 
 
 def append_step_summary(comparison: Comparison, path: Path | str) -> None:

@@ -102,7 +102,7 @@ class _Encoder(tf.Module):
     """tokens int32 [b, s] (any s) -> embedding + sine positions -> blocks -> mean over s.
 
     No token id is special: TF Serving pads short sequences with their first element when
-    `pad_variable_length_inputs` is set, so padding is part of the input like any other token.
+    it pads variable-length inputs, so padding is part of the input like any other token.
     """
 
     def __init__(self, seed: int, vocab: int, d_model: int, layers: int, heads: int) -> None:
@@ -192,7 +192,7 @@ def _mobilenet(seed: int, image_size: int, classes: int):
     answer. One training-mode pass with momentum 0 sets each layer's statistics to those of a
     batch of random images, so outputs stay O(1) and differ by input and seed.
     """
-    import keras
+    import keras  # type: ignore[import-untyped]  # Keras ships no type information
     import numpy as np
 
     # MobileNetV2 draws its initial weights from Keras's global generators.

@@ -84,17 +84,19 @@ def model_signature(name: str, options: dict[str, Any] | None = None) -> dict[st
     opts = resolve_options(name, options or {})
     if name == "mlp":
         return _spec(
-            ("x", "float32", [-1, opts["features"]]), ("y", "float32", [-1, opts["outputs"]])
+            ("x", "float32", [-1, int(opts["features"])]),
+            ("y", "float32", [-1, int(opts["outputs"])]),
         )
     if name == "cnn":
-        size = opts["image_size"]
+        size = int(opts["image_size"])
         return _spec(
             ("image", "float32", [-1, size, size, 3]),
-            ("probabilities", "float32", [-1, opts["classes"]]),
+            ("probabilities", "float32", [-1, int(opts["classes"])]),
         )
     if name == "transformer":
-        return _spec(("tokens", "int32", [-1, -1]), ("embedding", "float32", [-1, opts["d_model"]]))
-    return _spec(("x", "float32", [-1, opts["features"]]), ("y", "float32", [-1, 1]))
+        embedding = [-1, int(opts["d_model"])]
+        return _spec(("tokens", "int32", [-1, -1]), ("embedding", "float32", embedding))
+    return _spec(("x", "float32", [-1, int(opts["features"])]), ("y", "float32", [-1, 1]))
 
 
 def build_model(
@@ -242,7 +244,7 @@ def ensure_model(models_dir: Path, name: str, options: dict[str, Any] | None = N
     Each distinct set of options gets its own base dir (``mlp`` for the defaults,
     ``mlp-<hash>`` otherwise), so sweeps with different options never share a model.
     """
-    resolved = resolve_options(name, dict(options or {}))
+    resolved: dict[str, Any] = resolve_options(name, dict(options or {}))
     base = Path(models_dir) / model_folder(name, resolved)
     if not any(p.name.isdigit() for p in base.glob("*")):
         build_model(name, base, **resolved)

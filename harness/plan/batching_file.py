@@ -3,70 +3,28 @@
 Written for every point (and for the recommendation), read back to check a user's file. Only
 fields that are set are written, so the server's own defaults apply to the rest exactly as they
 would in TensorFlow Serving. Wrapper fields (``Int64Value``, ``BoolValue``, ``StringValue``) are
-written as ``name { value: X }``; ``allowed_batch_sizes`` (repeated int64) and
-``pad_variable_length_inputs`` (plain bool) are written as ``name: X``.
+written as ``name { value: X }``; plain and repeated fields as ``name: X`` (once per item). Which
+is which comes from the batching field table (``harness.plan.batching_fields``).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from harness.errors import UserError
+from harness.plan.batching_fields import PROTO_ORDER, BatchingField, BatchingParams
 
-
-@dataclass(frozen=True)
-class BatchingParams:
-    """The batching knobs of one server configuration; ``None`` means "server default"."""
-
-    max_batch_size: int | None = None
-    batch_timeout_micros: int | None = None
-    max_enqueued_batches: int | None = None
-    num_batch_threads: int | None = None
-    thread_pool_name: str | None = None
-    allowed_batch_sizes: tuple[int, ...] = ()
-    pad_variable_length_inputs: bool | None = None
-    enable_large_batch_splitting: bool | None = None
-    max_execution_batch_size: int | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        """The fields that are set, by proto field name (JSON-ready)."""
-        out: dict[str, object] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is not None and value != ():
-                out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> BatchingParams:
-        """Inverse of :meth:`as_dict`."""
-        values = dict(data)
-        if "allowed_batch_sizes" in values:
-            values["allowed_batch_sizes"] = tuple(values["allowed_batch_sizes"])  # type: ignore[arg-type]
-        return cls(**values)  # type: ignore[arg-type]
-
-
-# Field name -> (kind, wrapped). kind: how to parse the value; wrapped: `{ value: X }` syntax.
-_FIELDS: dict[str, tuple[type, bool]] = {
-    "max_batch_size": (int, True),
-    "batch_timeout_micros": (int, True),
-    "max_enqueued_batches": (int, True),
-    "num_batch_threads": (int, True),
-    "thread_pool_name": (str, True),
-    "allowed_batch_sizes": (int, False),
-    "pad_variable_length_inputs": (bool, False),
-    "enable_large_batch_splitting": (bool, True),
-    "max_execution_batch_size": (int, True),
-}
+# Field name -> its row, in the proto's order (the order of the file and of "valid fields").
+_FIELDS: dict[str, BatchingField[Any]] = {f.name: f for f in PROTO_ORDER}
 
 
 def format_batching(params: BatchingParams) -> str:
     """The text-format file for ``params``: one line per set field, proto field order."""
-    lines = []
+    lines: list[str] = []
     for name, value in params.as_dict().items():
-        wrapped = _FIELDS[name][1]
+        wrapped = _FIELDS[name].wrapped
         if isinstance(value, list):
             lines.extend(f"{name}: {item}" for item in value)
         elif wrapped:
@@ -96,22 +54,22 @@ _ENTRY = re.compile(
 def parse_batching(text: str, source: str = "batching parameters") -> BatchingParams:
     """Parse the text format; UserError naming the line for an unknown field or bad value.
 
-    Fields may span lines (``max_batch_size {\n  value: 128\n}``); ``#`` starts a comment.
+    Fields may span lines (``name {\n  value: 128\n}``); ``#`` starts a comment.
     """
     values: dict[str, object] = {}
-    sizes: list[int] = []
+    repeated: dict[str, list[object]] = {}
     text = _strip_comments(text)
     for pos, name, raw, wrapped in _entries(text, source):
         where = f"{source}:{_line_of(text, pos)}"
         value = _field_value(name, raw, wrapped, where)
-        if name == "allowed_batch_sizes":
-            sizes.append(value)  # type: ignore[arg-type]
+        if _FIELDS[name].repeated:
+            repeated.setdefault(name, []).append(value)
         elif name in values:
             # As protobuf's text parser: a singular field given twice is an error, not "last wins".
             raise UserError(f"{where}: {name} is given more than once")
         else:
             values[name] = value
-    return BatchingParams(**values, allowed_batch_sizes=tuple(sizes))  # type: ignore[arg-type]
+    return BatchingParams.from_dict({**values, **repeated})
 
 
 def _line_of(text: str, pos: int) -> int:
@@ -141,7 +99,7 @@ def _entries(text: str, source: str) -> list[tuple[int, str, str, bool]]:
 def _field_value(name: str, raw: str, wrapped: bool, where: str) -> object:
     if name not in _FIELDS:
         raise UserError(f"{where}: unknown field {name!r}; valid fields: {', '.join(_FIELDS)}")
-    kind, expects_wrapper = _FIELDS[name]
+    kind, expects_wrapper = _FIELDS[name].kind, _FIELDS[name].wrapped
     if wrapped != expects_wrapper:
         form = f"{name} {{ value: ... }}" if expects_wrapper else f"{name}: ..."
         raise UserError(f"{where}: {name} is written as `{form}`")

@@ -14,22 +14,12 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from harness.plan.batching_file import BatchingParams
+from harness.plan.batching_fields import AXIS_FIELDS, FIELDS, BatchingParams
 from harness.plan.spec import IncludeRule, LoadKind, SweepSpec
 
-# BatchingParams field -> key prefix, in key order.
-_PREFIXES: dict[str, str] = {
-    "max_batch_size": "mbs",
-    "batch_timeout_micros": "bt",
-    "num_batch_threads": "nbt",
-    "max_enqueued_batches": "meb",
-    "allowed_batch_sizes": "abs",
-    "max_execution_batch_size": "mebs",
-    "enable_large_batch_splitting": "split",
-    "pad_variable_length_inputs": "pad",
-    "thread_pool_name": "tp",
-}
 _SAFE = re.compile(r"^[A-Za-z0-9_.]+$")
+# The repeat suffix every point and lane key ends with: ``-rep0``, ``-rep1``, ...
+_REPEAT_SUFFIX = re.compile(r"-rep\d+$")
 
 
 def format_number(value: float) -> str:
@@ -45,7 +35,7 @@ def _key_value(value: Any) -> str:
     if isinstance(value, tuple):
         return ".".join(format_number(v) for v in value)
     if isinstance(value, str):
-        # Only thread_pool_name is a string; keep odd characters out of file names.
+        # A free-text field (a thread pool's name): keep odd characters out of file names.
         return value if _SAFE.match(value) else hashlib.sha256(value.encode()).hexdigest()[:8]
     return format_number(value)
 
@@ -67,9 +57,9 @@ class ServerConfig:
             return "nobatch"
         set_fields = self.batching.as_dict()
         parts = [
-            f"{prefix}{_key_value(getattr(self.batching, name))}"
-            for name, prefix in _PREFIXES.items()
-            if name in set_fields
+            f"{field.prefix}{_key_value(field.of(self.batching))}"
+            for field in FIELDS
+            if field.name in set_fields
         ]
         return "-".join(parts) or "bdefault"
 
@@ -83,7 +73,7 @@ class ServerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ServerConfig:
-        batching = data.get("batching")
+        batching = data.get("batching") or {}
         params = BatchingParams.from_dict(batching) if data["enable_batching"] else None
         return cls(params, data["replicas"])
 
@@ -100,12 +90,23 @@ class Point:
 
     @property
     def key(self) -> str:
-        return f"{self.server.key}-{self.protocol}-{self._load_key()}-rep{self.repeat}"
+        return f"{self.group_key}{_repeat_suffix(self.repeat)}"
+
+    @property
+    def group_key(self) -> str:
+        """The key without the repeat: repeats of one configuration at one load share it."""
+        return f"{self.config_key}-{self._load_key()}"
+
+    @property
+    def config_key(self) -> str:
+        """The server configuration and protocol, ``mbs32-bt2000-r1-grpc``: a search's lane
+        without its repeat, and what the report calls a configuration."""
+        return f"{self.server.key}-{self.protocol}"
 
     @property
     def lane_key(self) -> str:
         """The key without the load: every probe of one max-rate search shares it."""
-        return f"{self.server.key}-{self.protocol}-rep{self.repeat}"
+        return f"{self.config_key}{_repeat_suffix(self.repeat)}"
 
     def _load_key(self) -> str:
         prefix = "c" if self.load_kind == "concurrency" else "rps"
@@ -155,38 +156,41 @@ class Point:
         )
 
 
+def _repeat_suffix(repeat: int) -> str:
+    return f"-rep{repeat}"
+
+
+def without_repeat(key: str) -> str:
+    """A stored point or lane key without its repeat suffix (``...-c64-rep1`` → ``...-c64``):
+    for keys known only as text, such as a baseline file's."""
+    return _REPEAT_SUFFIX.sub("", key)
+
+
 def _batching_values(params: BatchingParams) -> dict[str, Any]:
-    fields = ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches")
-    out: dict[str, Any] = {name: getattr(params, name) for name in fields}
-    out["allowed_batch_sizes"] = list(params.allowed_batch_sizes)
-    return out
+    """The spec's batching axes as a rule names them (a repeated field as a list)."""
+    return {
+        field.name: list(field.of(params)) if field.repeated else field.of(params)
+        for field in AXIS_FIELDS
+    }
 
 
 # --- the matrix ---------------------------------------------------------------------------------
+
+_AXIS_NAMES = tuple(field.name for field in AXIS_FIELDS)
 
 
 def server_configs(spec: SweepSpec) -> list[ServerConfig]:
     """Every server configuration of the axes (baseline once per replica count), in spec order."""
     server, axes = spec.server, spec.server.batching
     configs: list[ServerConfig] = []
+    replicas: int
+    enabled: bool
     for replicas, enabled in itertools.product(server.replicas, server.enable_batching):
         if not enabled:
             configs.append(ServerConfig(None, replicas))
             continue
-        for mbs, bt, nbt, meb, sizes in itertools.product(
-            axes.max_batch_size,
-            axes.batch_timeout_micros,
-            axes.num_batch_threads,
-            axes.max_enqueued_batches,
-            axes.allowed_batch_sizes,
-        ):
-            params = BatchingParams(
-                max_batch_size=mbs,
-                batch_timeout_micros=bt,
-                num_batch_threads=nbt,
-                max_enqueued_batches=meb,
-                allowed_batch_sizes=tuple(sizes),
-            )
+        for values in itertools.product(*(getattr(axes, f.name) for f in AXIS_FIELDS)):
+            params = BatchingParams.from_dict(dict(zip(_AXIS_NAMES, values, strict=True)))
             configs.append(ServerConfig(params, replicas))
     return configs
 
@@ -195,13 +199,7 @@ def include_config(rule: IncludeRule) -> ServerConfig:
     """The server configuration an include rule adds."""
     if not rule.enable_batching:
         return ServerConfig(None, rule.replicas)
-    params = BatchingParams(
-        max_batch_size=rule.max_batch_size,
-        batch_timeout_micros=rule.batch_timeout_micros,
-        num_batch_threads=rule.num_batch_threads,
-        max_enqueued_batches=rule.max_enqueued_batches,
-        allowed_batch_sizes=tuple(rule.allowed_batch_sizes),
-    )
+    params = BatchingParams.from_dict({name: getattr(rule, name) for name in _AXIS_NAMES})
     return ServerConfig(params, rule.replicas)
 
 

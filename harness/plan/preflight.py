@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from harness.errors import UserError
-from harness.plan.batching_file import BatchingParams
+from harness.plan.batching_fields import (
+    ALLOWED_BATCH_SIZES,
+    BATCH_TIMEOUT_MICROS,
+    MAX_BATCH_SIZE,
+    BatchingParams,
+)
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
 
-# TF Serving's default max_batch_size, which applies when a point leaves it unset.
-TFS_DEFAULT_MAX_BATCH_SIZE = 1000
 # Seconds per point outside the windows: replicas start (a TensorFlow import each) and become
 # AVAILABLE, Locust starts, the server stops. A rough figure for a small model on a workstation.
 STARTUP_S = {"reference": 6.0, "tfserving": 6.0, "external": 2.0}
@@ -123,26 +126,19 @@ def _distinct_servers(points: Sequence[Point]) -> list[BatchingParams]:
     return list(seen)
 
 
-def effective_max_batch_size(params: BatchingParams) -> int:
-    """The largest batch the server executes (TF Serving's defaults filled in)."""
-    if params.enable_large_batch_splitting and params.max_execution_batch_size:
-        return params.max_execution_batch_size
-    return params.max_batch_size or TFS_DEFAULT_MAX_BATCH_SIZE
-
-
 def _timeout_vs_slo(servers: Sequence[BatchingParams], slo_ms: float | None) -> Iterator[Finding]:
     if slo_ms is None:
         return
-    timeouts = sorted({p.batch_timeout_micros for p in servers if p.batch_timeout_micros})
+    timeouts = sorted({t for p in servers if (t := BATCH_TIMEOUT_MICROS.of(p))})
     for micros in timeouts:
         if micros / 1000 >= slo_ms:
             yield Finding(
                 "warning",
                 "timeout_vs_slo",
                 (
-                    f"batch_timeout_micros {micros} ({micros / 1000:g} ms) is at least the p99 "
-                    f"SLO ({slo_ms:g} ms): a batch that does not fill holds its first request "
-                    "that long, so those points meet the SLO only when their batches fill"
+                    f"{BATCH_TIMEOUT_MICROS.name} {micros} ({micros / 1000:g} ms) is at least "
+                    f"the p99 SLO ({slo_ms:g} ms): a batch that does not fill holds its first "
+                    "request that long, so those points meet the SLO only when their batches fill"
                 ),
             )
 
@@ -150,7 +146,7 @@ def _timeout_vs_slo(servers: Sequence[BatchingParams], slo_ms: float | None) -> 
 def _batches_cannot_fill(points: Sequence[Point]) -> Iterator[Finding]:
     combos = sorted(
         {
-            (int(p.load), p.replicas, effective_max_batch_size(p.batching))
+            (int(p.load), p.replicas, p.batching.largest_batch)
             for p in points
             if p.load_kind == "concurrency" and p.batching is not None
         }
@@ -167,23 +163,24 @@ def _batches_cannot_fill(points: Sequence[Point]) -> Iterator[Finding]:
             "warning",
             "batches_cannot_fill",
             (
-                f"closed-loop concurrency {users} over {replicas} replica(s) with max_batch_size "
-                f"{size}: batches {how}; each batch then waits the full batch_timeout_micros"
+                f"closed-loop concurrency {users} over {replicas} replica(s) with "
+                f"{MAX_BATCH_SIZE.name} {size}: batches {how}; each batch then waits the full "
+                f"{BATCH_TIMEOUT_MICROS.name}"
             ),
         )
 
 
 def _allowed_sizes(servers: Sequence[BatchingParams]) -> Iterator[Finding]:
     for params in servers:
-        sizes = params.allowed_batch_sizes
-        expected = effective_max_batch_size(params)
+        sizes = ALLOWED_BATCH_SIZES.of(params)
+        expected = params.largest_batch
         if sizes and sizes[-1] != expected:
             yield Finding(
                 "refusal",
-                "allowed_batch_sizes",
+                ALLOWED_BATCH_SIZES.name,
                 (
-                    f"allowed_batch_sizes {list(sizes)}: the last entry must match "
-                    "max_batch_size (TF Serving refuses to start); "
+                    f"{ALLOWED_BATCH_SIZES.name} {list(sizes)}: the last entry must match "
+                    f"{MAX_BATCH_SIZE.name} (TF Serving refuses to start); "
                     f"last entry was {sizes[-1]}; expected {expected}"
                 ),
             )

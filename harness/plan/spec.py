@@ -2,7 +2,7 @@
 
 "What the user asked for" — strategies decide how to walk it and points are the concrete runs.
 Every problem in a spec is reported at once, in one UserError, each with its path
-(``server.batching.max_batch_size[2]: must be > 0 (got -4)``); an unknown key is listed with the
+(``server.replicas[2]: must be > 0 (got -4)``); an unknown key is listed with the
 valid keys at its level. ``SweepSpec.as_given`` keeps the mapping exactly as the user wrote it,
 for run.json.
 """
@@ -26,11 +26,14 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    create_model,
 )
+from pydantic_core import ErrorDetails
 
 from harness.errors import UserError
 from harness.metrics import METRICS
 from harness.models import zoo as model_zoo
+from harness.plan.batching_fields import AXIS_FIELDS, BatchingField
 
 # --- field types --------------------------------------------------------------------------------
 
@@ -75,18 +78,17 @@ def _metric_id(value: str) -> str:
     return value
 
 
+# An axis: a list of distinct values to sweep; a scalar is a one-value list.
+_AXIS_RULES = (BeforeValidator(_as_list), AfterValidator(_distinct), Field(min_length=1))
+
+
 def _axis(item: Any) -> Any:
-    """A list of distinct values to sweep; a scalar is a one-value list."""
-    return Annotated[
-        list[item], BeforeValidator(_as_list), AfterValidator(_distinct), Field(min_length=1)
-    ]
+    """The axis type of ``item``, for fields made from the batching field table."""
+    return Annotated[list[item], *_AXIS_RULES]
 
 
-# `null` in a server axis means "leave it at the server's default" (not written to the file).
-IntAxis = _axis(PosInt | None)
-TimeoutAxis = _axis(NonNegInt | None)
-BoolAxis = _axis(bool)
-ReplicaAxis = _axis(PosInt)
+BoolAxis = Annotated[list[bool], *_AXIS_RULES]
+ReplicaAxis = Annotated[list[PosInt], *_AXIS_RULES]
 BatchSizes = Annotated[list[PosInt], AfterValidator(_increasing)]
 Bounds = Annotated[dict[str, float], AfterValidator(_metric_bounds)]
 MetricId = Annotated[str, AfterValidator(_metric_id)]
@@ -144,14 +146,47 @@ class ModelSpec(_Strict):
         return self.builtin or Path(self.base_path or "model").name
 
 
-class BatchingAxes(_Strict):
-    """Each a list of values to sweep; ``null`` keeps the server's default for that field."""
+# --- the batching fields, from their table ------------------------------------------------------
 
-    max_batch_size: IntAxis = [None]
-    batch_timeout_micros: TimeoutAxis = [None]
-    num_batch_threads: IntAxis = [None]
-    max_enqueued_batches: IntAxis = [None]
-    allowed_batch_sizes: Annotated[list[BatchSizes], Field(min_length=1)] = [[]]
+_Role = Literal["axis", "include", "exclude"]
+
+
+def _scalar(field: BatchingField[Any]) -> Any:
+    if field.kind is int:
+        return NonNegInt if field.minimum == 0 else PosInt
+    return field.kind
+
+
+def _list_of(kind: type) -> Any:
+    return list[kind]  # type: ignore[valid-type]  # a type made at run time from the table
+
+
+def _batching_field(field: BatchingField[Any], role: _Role) -> tuple[Any, Any]:
+    """``(annotation, default)`` of one batching field in an axis list or a matrix rule."""
+    if field.repeated:
+        items: Any = BatchSizes if field.kind is int else _list_of(field.kind)
+        return {
+            "axis": (Annotated[list[items], Field(min_length=1)], [[]]),
+            "include": (items, []),
+            "exclude": (items | None, None),
+        }[role]
+    scalar = _scalar(field)
+    # `null` in an axis means "leave it at the server's default" (not written to the file).
+    return (_axis(scalar | None), [None]) if role == "axis" else (scalar | None, None)
+
+
+def _with_batching(base: type[_Strict], role: _Role) -> type[_Strict]:
+    """``base`` followed by the spec's batching fields, in the table's order."""
+    fields = {field.name: _batching_field(field, role) for field in AXIS_FIELDS}
+    name = f"{base.__name__}_{role}_batching"
+    model: type[_Strict] = create_model(  # type: ignore[call-overload]  # fields from the table
+        name, __base__=base, __module__=__name__, **fields
+    )
+    return model
+
+
+class BatchingAxes(_with_batching(_Strict, "axis")):  # type: ignore[misc]
+    """Each a list of values to sweep; ``null`` keeps the server's default for that field."""
 
 
 class ServerSpec(_Strict):
@@ -162,28 +197,23 @@ class ServerSpec(_Strict):
     batching: BatchingAxes = BatchingAxes()
 
 
-class IncludeRule(_Strict):
-    """One extra server configuration; fields not given keep the server default (replicas 1)."""
-
+class _IncludeHead(_Strict):
     enable_batching: bool = True
     replicas: PosInt = 1
-    max_batch_size: PosInt | None = None
-    batch_timeout_micros: NonNegInt | None = None
-    num_batch_threads: PosInt | None = None
-    max_enqueued_batches: PosInt | None = None
-    allowed_batch_sizes: BatchSizes = []
 
 
-class ExcludeRule(_Strict):
-    """Drops every point whose values equal all the fields given here (the others are free)."""
-
+class _ExcludeHead(_Strict):
     enable_batching: bool | None = None
     replicas: PosInt | None = None
-    max_batch_size: PosInt | None = None
-    batch_timeout_micros: NonNegInt | None = None
-    num_batch_threads: PosInt | None = None
-    max_enqueued_batches: PosInt | None = None
-    allowed_batch_sizes: BatchSizes | None = None
+
+
+class IncludeRule(_with_batching(_IncludeHead, "include")):  # type: ignore[misc]
+    """One extra server configuration; fields not given keep the server default (replicas 1)."""
+
+
+class ExcludeRule(_with_batching(_ExcludeHead, "exclude")):  # type: ignore[misc]
+    """Drops every point whose values equal all the fields given here (the others are free)."""
+
     protocol: ProtocolName | None = None
     concurrency: PosInt | None = None
     rate: Rate | None = None
@@ -386,14 +416,14 @@ _TEMPLATES = {
 
 
 def format_path(loc: tuple[int | str, ...]) -> str:
-    """``('server', 'batching', 'max_batch_size', 2)`` → ``server.batching.max_batch_size[2]``."""
+    """``('server', 'replicas', 2)`` → ``server.replicas[2]``."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     loc = tuple(error["loc"])
     if error["type"] == "extra_forbidden":
         return _unknown_key(loc)
@@ -563,11 +593,7 @@ def _axes(spec: SweepSpec) -> dict[str, list]:
     return {
         "enable_batching": spec.server.enable_batching,
         "replicas": spec.server.replicas,
-        "max_batch_size": batching.max_batch_size,
-        "batch_timeout_micros": batching.batch_timeout_micros,
-        "num_batch_threads": batching.num_batch_threads,
-        "max_enqueued_batches": batching.max_enqueued_batches,
-        "allowed_batch_sizes": batching.allowed_batch_sizes,
+        **{field.name: getattr(batching, field.name) for field in AXIS_FIELDS},
         "protocol": list(spec.protocols),
         "concurrency": spec.load.concurrency or [],
         "rate": spec.load.rate or [],

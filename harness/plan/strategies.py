@@ -21,6 +21,7 @@ from typing import Protocol
 from harness.metrics import slo_misses
 from harness.plan.points import Point
 from harness.plan.spec import MaxRateSpec
+from harness.store.layout import MAX_RATE_FILE
 
 Summary = Mapping[str, float]
 
@@ -31,6 +32,11 @@ class Strategy(Protocol):
     def points(self) -> Iterator[Point]: ...
 
     def observe(self, point: Point, summary: Summary | None) -> None: ...
+
+    def records(self) -> Mapping[str, Mapping[str, object]]:
+        """What the strategy has learned so far, to keep in the run folder: file name → JSON
+        document. The loop writes them after every point and once more at the end."""
+        ...
 
 
 class GridStrategy:
@@ -46,6 +52,9 @@ class GridStrategy:
 
     def observe(self, point: Point, summary: Summary | None) -> None:
         self.observed[point.key] = summary
+
+    def records(self) -> Mapping[str, Mapping[str, object]]:
+        return {}  # the points themselves are the whole record
 
 
 # --- the max-rate search ------------------------------------------------------------------------
@@ -125,6 +134,9 @@ class MaxRateSearch:
         self._known[point.key] = summary
         self._pending = None
 
+    def records(self) -> Mapping[str, Mapping[str, object]]:
+        return {MAX_RATE_FILE: {"searches": [result.as_dict() for result in self.results]}}
+
     def _walk(self, result: MaxRateResult) -> Iterator[Point]:
         steps = _PeakSteps(self._search)
         rate: float | None = _round(result.lane.load)
@@ -177,7 +189,8 @@ class _PeakSteps:
             return self._stop("found")
         return _round((lo + hi) / 2)
 
-    def _stop(self, outcome: str) -> None:
+    def _stop(self, outcome: str) -> float | None:
+        """End the search with ``outcome``; None, the proposal that ends it."""
         self.outcome = outcome
         return None
 

@@ -1,7 +1,9 @@
 """The report's content as plain data: a pure function of a run folder's files.
 
-``load_run`` reads the folder (the only I/O here); ``report_data`` turns what was read into one
-JSON-ready dict, section by section, which the template renders and ``report.json`` keeps. The
+``build_report_data`` reads the folder (``harness.store.run_folder.load_run``, and the
+``recommendation.json`` and ``compare.json`` beside it: the only I/O here); ``report_data`` turns
+what was read into one JSON-ready dict, section by section, which the template renders and
+``report.json`` keeps. The
 report never ranks configurations itself: the recommendation and the Pareto front come from
 ``harness.decide.recommend`` (or the ``recommendation.json`` it wrote); this module only
 arranges the measured figures so they can be plotted and tabled.
@@ -15,89 +17,65 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
 
-from harness.decide.recommend import group_key
+from harness.decide.compare import ComparisonFile, read_comparison
+from harness.decide.recommend import read_recommendation
 from harness.errors import UserError
 from harness.metrics import METRICS, metric, slo_misses
+from harness.plan.batching_fields import BATCH_TIMEOUT_MICROS, FIELDS, MAX_BATCH_SIZE
 from harness.plan.points import Point, ServerConfig
-from harness.report import recommendation as recommendation_source
-from harness.store.results import PointResult, ResultStore, json_safe, read_json
+from harness.report.recommendation import ShownRecommendation, resolve
+from harness.store.results import PointResult, json_safe
+from harness.store.run_folder import RunFolder, load_run
 
 REPORT_SCHEMA_VERSION = 1
-RECOMMENDATION_FILE = "recommendation.json"
-COMPARE_FILE = "compare.json"
-MAX_RATE_FILE = "max_rate.json"
 
 PERCENTILES = ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_p999_ms")
 TOP_CONFIGS = 5
 LOG_TAIL_CHARS = 4000
 
 
-@dataclass(frozen=True)
-class RunFiles:
-    """What a run folder holds, read: the input of :func:`report_data`."""
-
-    run_info: dict[str, Any]
-    results: list[PointResult]
-    recommendation: dict[str, Any] | None = None
-    compare: dict[str, Any] | None = None
-    max_rate: dict[str, Any] | None = None
-    root: Path | None = None  # where the files came from (for the recommender's command lines)
-
-
-def load_run(run_dir: Path) -> RunFiles:
-    """Read a run folder; UserError when it is not one (or a file in it is unreadable)."""
-    store = ResultStore.open(Path(run_dir))
-    return RunFiles(
-        run_info=store.run_info(),
-        results=store.load_points(),
-        recommendation=_optional_json(store.root / RECOMMENDATION_FILE),
-        compare=_optional_json(store.root / COMPARE_FILE),
-        max_rate=_optional_json(store.root / MAX_RATE_FILE),
-        root=store.root,
-    )
-
-
-def _optional_json(path: Path) -> dict[str, Any] | None:
-    return read_json(path) if path.is_file() else None
-
-
 def build_report_data(run_dir: Path) -> dict[str, Any]:
-    """The report's data for a run folder (what ``report.json`` holds)."""
-    return report_data(load_run(run_dir))
+    """The report's data for a run folder (what ``report.json`` holds); UserError when it is
+    not one (or a file in it is unreadable)."""
+    run = load_run(run_dir)
+    return report_data(run, read_recommendation(run_dir), read_comparison(run_dir))
 
 
-def report_data(files: RunFiles) -> dict[str, Any]:
-    """Every section's data, JSON-ready (NaN and infinities become null)."""
-    recommendation = recommendation_source.resolve(
-        files.run_info, files.results, files.recommendation, files.max_rate, files.root
-    )
-    context = _Context.of(files, _slo(files.run_info, recommendation))
+def report_data(
+    run: RunFolder,
+    stored: Mapping[str, Any] | None = None,
+    comparison: ComparisonFile | None = None,
+) -> dict[str, Any]:
+    """Every section's data, JSON-ready (NaN and infinities become null); ``stored`` is the
+    run's ``recommendation.json``, if any."""
+    recommendation = resolve(run, stored)
+    context = _Context.of(run, _slo(run.record.spec, recommendation))
     top = _top_configs(context, recommendation)
     data = {
         "schema_version": REPORT_SCHEMA_VERSION,
-        "run": _run_section(files),
+        "run": _run_section(run),
         "slo": context.slo,
-        "objective": _spec_part(files.run_info, "recommend", "objective"),
-        "counts": _counts(files, context),
+        "objective": _spec_part(run.record.spec, "recommend", "objective"),
+        "counts": _counts(run, context),
         "metrics": {mid: _metric_info(mid) for mid in METRICS},
         "summary": _summary(context, recommendation),
         "tradeoff": _tradeoff(context, recommendation),
         "heatmaps": _heatmaps(context),
         "latency": _latency(context, top),
         "batching": _batching(context, top),
-        "points": [_point_row(context, result) for result in files.results],
+        "points": [_point_row(context, result) for result in run.results],
         "max_rate": _max_rate_rows(context),
-        "comparison": _comparison(files.compare),
-        "environment": files.run_info.get("environment") or {},
-        "spec": files.run_info.get("spec") or {},
-        "spec_yaml": yaml.safe_dump(files.run_info.get("spec") or {}, sort_keys=False),
+        "comparison": _comparison(comparison),
+        "environment": _environment(run),
+        "spec": run.record.spec,
+        "spec_yaml": yaml.safe_dump(run.record.spec, sort_keys=False),
     }
     return json_safe(data)
 
@@ -114,20 +92,19 @@ class _Context:
     load_kind: str
     labels: dict[str, str]  # config id -> human label
     configs: dict[str, Point]  # config id -> a representative point
-    settings: list[dict[str, Any]]  # one per (config, load), repeats averaged
-    searches: dict[str, dict[str, Any]]  # config id -> max-rate search summary
+    settings: list[Setting]  # one per (config, load), repeats averaged
+    searches: dict[str, ConfigSearch]  # config id -> max-rate search summary
     external: bool = False  # an external server: its batching parameters are unknown
 
     @classmethod
-    def of(cls, files: RunFiles, slo: dict[str, float]) -> _Context:
-        points = list(files.results)
-        planned = [Point.from_dict(p) for p in files.run_info.get("points", [])]
-        every = planned + [r.point for r in points]
-        configs = {config_id(p): p for p in every}
-        external = _is_external(files.run_info)
+    def of(cls, run: RunFolder, slo: dict[str, float]) -> _Context:
+        points = list(run.results)
+        every = run.record.planned + [r.point for r in points]
+        configs = {p.config_key: p for p in every}
+        external = _is_external(run.record.spec)
         labels = config_labels(configs, external=external)
         settings = _settings(points, slo, labels)
-        searches = _searches(files.max_rate, labels)
+        searches = _searches(run.searches or [], labels)
         load_kind = every[0].load_kind if every else "concurrency"
         return cls(points, slo, load_kind, labels, configs, settings, searches, external)
 
@@ -136,26 +113,22 @@ class _Context:
         return bool(self.searches)
 
 
-def config_id(point: Point) -> str:
-    """The configuration a point belongs to: its server configuration and protocol."""
-    return f"{point.server.key}-{point.protocol}"
-
-
-def _slo(run_info: Mapping[str, Any], rec: Mapping[str, Any]) -> dict[str, float]:
+def _slo(spec: Mapping[str, Any], rec: ShownRecommendation) -> dict[str, float]:
     """The constraints the recommendation was made under; else the spec's (search's, then
     ``recommend.slo`` over it, as the recommender merges them)."""
-    if rec.get("constraints"):
-        return {c["metric"]: float(c["bound"]) for c in rec["constraints"]}
-    search = _spec_part(run_info, "load", "find_max_rate", "slo") or {}
-    return {**search, **(_spec_part(run_info, "recommend", "slo") or {})}
+    if rec.constraints:
+        return {c["metric"]: float(c["bound"]) for c in rec.constraints}
+    search = _spec_part(spec, "load", "find_max_rate", "slo") or {}
+    return {**search, **(_spec_part(spec, "recommend", "slo") or {})}
 
 
-def _is_external(run_info: Mapping[str, Any]) -> bool:
-    return _spec_part(run_info, "target", "kind") == "external"
+def _is_external(spec: Mapping[str, Any]) -> bool:
+    return _spec_part(spec, "target", "kind") == "external"
 
 
-def _spec_part(run_info: Mapping[str, Any], *path: str) -> Any:
-    node: Any = run_info.get("spec") or {}
+def _spec_part(spec: Mapping[str, Any], *path: str) -> Any:
+    """A part of the spec as given (None when absent): the report shows what the user wrote."""
+    node: Any = spec
     for name in path:
         node = node.get(name) if isinstance(node, Mapping) else None
     return node
@@ -163,22 +136,12 @@ def _spec_part(run_info: Mapping[str, Any], *path: str) -> Any:
 
 # --- labels -------------------------------------------------------------------------------------
 
-_SHORT = {
-    "max_batch_size": "mbs",
-    "batch_timeout_micros": "timeout",
-    "num_batch_threads": "threads",
-    "max_enqueued_batches": "queue",
-    "allowed_batch_sizes": "sizes",
-    "max_execution_batch_size": "exec",
-    "enable_large_batch_splitting": "split",
-    "pad_variable_length_inputs": "pad",
-    "thread_pool_name": "pool",
-}
-_ALWAYS = ("max_batch_size", "batch_timeout_micros")
+_SHORT = {field.name: field.short for field in FIELDS}
+_ALWAYS = (MAX_BATCH_SIZE.name, BATCH_TIMEOUT_MICROS.name)
 
 
 def config_labels(configs: Mapping[str, Point], external: bool = False) -> dict[str, str]:
-    """Short human labels: max_batch_size and timeout always, other fields where they vary.
+    """Short human labels: the batch size and timeout always, other fields where they vary.
 
     An external server's batching is whatever it was started with, so it is not described.
     """
@@ -223,7 +186,7 @@ def _batching_label(server: ServerConfig, varying: set[str]) -> str:
         if name not in _ALWAYS and name not in varying:
             continue
         value = values.get(name)
-        if name == "batch_timeout_micros":
+        if name == BATCH_TIMEOUT_MICROS.name:
             parts.append("timeout default" if value is None else format_micros(value))
         elif value is None:
             parts.append(f"{short} default")
@@ -241,45 +204,64 @@ def format_micros(micros: float) -> str:
 # --- settings: a configuration at one load, repeats averaged -----------------------------------
 
 
+@dataclass(frozen=True)
+class Setting:
+    """A configuration at one load: its ok repeats, their figures averaged."""
+
+    config: str  # the point's config_key
+    group: str  # the point's group_key
+    label: str
+    load: float
+    load_kind: str
+    replicas: int
+    protocol: str
+    batching: dict[str, Any] | None  # the batching parameters set (None: batching off)
+    keys: list[str]
+    stable: bool
+    valid: bool
+    meets_slo: bool | None  # None: no SLO to judge by
+    metrics: dict[str, float | None]
+    telemetry: dict[str, Any] | None
+
+    def param(self, name: str) -> Any:
+        """A batching parameter as set (None: its default, or batching off)."""
+        return (self.batching or {}).get(name)
+
+    def brief(self) -> dict[str, Any]:
+        keep = ("config", "group", "label", "load", "load_kind", "replicas", "protocol", "keys")
+        return {k: getattr(self, k) for k in keep}
+
+
 def _settings(
     points: Sequence[PointResult], slo: Mapping[str, float], labels: Mapping[str, str]
-) -> list[dict[str, Any]]:
+) -> list[Setting]:
     groups: dict[tuple[str, float], list[PointResult]] = {}
     for result in points:
         if result.status == "ok":
-            groups.setdefault((config_id(result.point), result.point.load), []).append(result)
-    settings = [
-        _setting(cid, load, group, slo, labels[cid]) for (cid, load), group in groups.items()
-    ]
-    return sorted(settings, key=lambda s: (s["label"], s["load"]))
+            groups.setdefault((result.point.config_key, result.point.load), []).append(result)
+    settings = [_setting(group, slo, labels[cid]) for (cid, _), group in groups.items()]
+    return sorted(settings, key=lambda s: (s.label, s.load))
 
 
-def _setting(
-    cid: str,
-    load: float,
-    group: list[PointResult],
-    slo: Mapping[str, float],
-    label: str,
-) -> dict[str, Any]:
+def _setting(group: list[PointResult], slo: Mapping[str, float], label: str) -> Setting:
     means = mean_metrics(r.metrics for r in group)
     point = group[0].point
-    return {
-        "config": cid,
-        "group": group_key(point),
-        "label": label,
-        "load": load,
-        "load_kind": point.load_kind,
-        "replicas": point.replicas,
-        "protocol": point.protocol,
-        "batching": point.batching.as_dict() if point.batching else None,
-        "keys": [r.key for r in group],
-        "repeats": len(group),
-        "stable": all(r.stable for r in group),
-        "valid": all(r.valid for r in group),
-        "meets_slo": (not slo_misses(means, slo)) if slo else None,
-        "metrics": means,
-        "telemetry": merge_telemetry(r.telemetry for r in group),
-    }
+    return Setting(
+        config=point.config_key,
+        group=point.group_key,
+        label=label,
+        load=point.load,
+        load_kind=point.load_kind,
+        replicas=point.replicas,
+        protocol=point.protocol,
+        batching=point.batching.as_dict() if point.batching else None,
+        keys=[r.key for r in group],
+        stable=all(r.stable for r in group),
+        valid=all(r.valid for r in group),
+        meets_slo=(not slo_misses(means, slo)) if slo else None,
+        metrics=means,
+        telemetry=merge_telemetry(r.telemetry for r in group),
+    )
 
 
 def mean_metrics(metrics: Iterable[Mapping[str, float | None]]) -> dict[str, float | None]:
@@ -328,14 +310,30 @@ def _mean_of(values: Iterable[Any]) -> float | None:
 # --- max-rate searches --------------------------------------------------------------------------
 
 
-def _searches(max_rate: Mapping[str, Any] | None, labels: Mapping[str, str]) -> dict[str, Any]:
-    """Per configuration: the highest passing rate of each repeat's search, and their mean."""
-    out: dict[str, dict[str, Any]] = {}
-    for search in (max_rate or {}).get("searches", []):
+@dataclass(frozen=True)
+class ConfigSearch:
+    """One configuration's max-rate searches: each repeat's outcome, as a table row."""
+
+    config: str
+    label: str
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def max_rate_rps(self) -> float | None:
+        """The mean over repeats of the highest passing rate."""
+        return _mean_of(run["max_rate_rps"] for run in self.runs)
+
+
+def _searches(
+    searches: Sequence[Mapping[str, Any]], labels: Mapping[str, str]
+) -> dict[str, ConfigSearch]:
+    """Per configuration: the highest passing rate of each repeat's search."""
+    out: dict[str, ConfigSearch] = {}
+    for search in searches:
         server = ServerConfig.from_dict(search["server"])
         cid = f"{server.key}-{search['protocol']}"
-        entry = out.setdefault(cid, {"config": cid, "label": labels.get(cid, cid), "runs": []})
-        entry["runs"].append(
+        entry = out.setdefault(cid, ConfigSearch(cid, labels.get(cid, cid)))
+        entry.runs.append(
             {
                 "repeat": search.get("repeat", 0),
                 "max_rate_rps": search.get("max_rate_rps"),
@@ -343,41 +341,34 @@ def _searches(max_rate: Mapping[str, Any] | None, labels: Mapping[str, str]) -> 
                 "probes": len(search.get("probes", [])),
             }
         )
-    for entry in out.values():
-        entry["max_rate_rps"] = _mean_of(run["max_rate_rps"] for run in entry["runs"])
     return out
 
 
 def _max_rate_rows(context: _Context) -> list[dict[str, Any]]:
     rows = []
     for entry in context.searches.values():
-        for run in entry["runs"]:
-            rows.append({"config": entry["config"], "label": entry["label"], **run})
+        for run in entry.runs:
+            rows.append({"config": entry.config, "label": entry.label, **run})
     return sorted(rows, key=lambda r: (r["label"], r["repeat"]))
 
 
 # --- section 1: summary -------------------------------------------------------------------------
 
 
-def _summary(context: _Context, rec: Mapping[str, Any]) -> dict[str, Any]:
+def _summary(context: _Context, rec: ShownRecommendation) -> dict[str, Any]:
     """The recommender's sentence, gains and files, with the chosen setting's own figures."""
     setting = _chosen_setting(context, rec)
     return {
-        "recommendation": rec,
-        "sentence": rec["sentence"],
-        "setting": _setting_brief(setting) if setting else None,
-        "gains": rec["baselines"],
+        "recommendation": rec.as_dict(),
+        "sentence": rec.sentence,
+        "setting": setting.brief() if setting else None,
+        "gains": rec.baselines,
     }
 
 
-def _chosen_setting(context: _Context, rec: Mapping[str, Any]) -> dict[str, Any] | None:
-    keys = set(rec.get("point_keys") or [])
-    return next((s for s in context.settings if keys.intersection(s["keys"])), None)
-
-
-def _setting_brief(setting: Mapping[str, Any]) -> dict[str, Any]:
-    keep = ("config", "group", "label", "load", "load_kind", "replicas", "protocol", "keys")
-    return {k: setting[k] for k in keep}
+def _chosen_setting(context: _Context, rec: ShownRecommendation) -> Setting | None:
+    keys = set(rec.point_keys)
+    return next((s for s in context.settings if keys.intersection(s.keys)), None)
 
 
 def is_baseline(batching: Mapping[str, Any] | None) -> bool:
@@ -387,28 +378,28 @@ def is_baseline(batching: Mapping[str, Any] | None) -> bool:
 # --- section 2: throughput vs p99 ---------------------------------------------------------------
 
 
-def _tradeoff(context: _Context, rec: Mapping[str, Any]) -> dict[str, Any]:
-    pareto = set(rec["pareto"])
-    chosen = set(rec["point_keys"])
+def _tradeoff(context: _Context, rec: ShownRecommendation) -> dict[str, Any]:
+    pareto = set(rec.pareto)
+    chosen = set(rec.point_keys)
     dots = []
     for s in context.settings:
-        tput, p99 = s["metrics"].get("throughput_rps"), s["metrics"].get("latency_p99_ms")
+        tput, p99 = s.metrics.get("throughput_rps"), s.metrics.get("latency_p99_ms")
         if tput is None or p99 is None:
             continue
         dots.append(
             {
-                "config": s["config"],
-                "label": s["label"],
-                "load": s["load"],
-                "replicas": s["replicas"],
+                "config": s.config,
+                "label": s.label,
+                "load": s.load,
+                "replicas": s.replicas,
                 "throughput_rps": tput,
                 "latency_p99_ms": p99,
-                "stable": s["stable"],
-                "valid": s["valid"],
-                "meets_slo": s["meets_slo"],
-                "baseline": is_baseline(s["batching"]),
-                "pareto": s["group"] in pareto,
-                "recommended": bool(chosen.intersection(s["keys"])),
+                "stable": s.stable,
+                "valid": s.valid,
+                "meets_slo": s.meets_slo,
+                "baseline": is_baseline(s.batching),
+                "pareto": s.group in pareto,
+                "recommended": bool(chosen.intersection(s.keys)),
             }
         )
     return {
@@ -423,14 +414,14 @@ def _tradeoff(context: _Context, rec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _heatmaps(context: _Context) -> list[dict[str, Any]]:
-    """One grid per (replicas, protocol): max_batch_size rows × batch_timeout_micros columns."""
+    """One grid per (replicas, protocol): max batch size rows × batch timeout columns."""
     if context.external:
         return []
     quantity, value_of = _heatmap_quantity(context)
-    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[int, str], list[Setting]] = {}
     for s in context.settings:
-        if s["batching"] is not None:
-            groups.setdefault((s["replicas"], s["protocol"]), []).append(s)
+        if s.batching is not None:
+            groups.setdefault((s.replicas, s.protocol), []).append(s)
     protocols = {protocol for _, protocol in groups}
     maps = []
     for (replicas, protocol), settings in sorted(groups.items()):
@@ -447,21 +438,22 @@ def _heatmap_quantity(context: _Context) -> tuple[str, Any]:
     """What a cell shows, and how to get it from a setting (None: nothing qualifies)."""
     if context.find_max_rate:
 
-        def max_rate(s: Mapping[str, Any]) -> float | None:
-            return (context.searches.get(s["config"]) or {}).get("max_rate_rps")
+        def max_rate(s: Setting) -> float | None:
+            search = context.searches.get(s.config)
+            return search.max_rate_rps if search else None
 
         return "max rate under the SLO (req/s)", max_rate
     bounds = ", ".join(_bound_text(m, b) for m, b in context.slo.items())
-    if context.slo and any(s["meets_slo"] and s["valid"] for s in context.settings):
+    if context.slo and any(s.meets_slo and s.valid for s in context.settings):
 
-        def under_slo(s: Mapping[str, Any]) -> float | None:
-            return s["metrics"].get("throughput_rps") if s["meets_slo"] and s["valid"] else None
+        def under_slo(s: Setting) -> float | None:
+            return s.metrics.get("throughput_rps") if s.meets_slo and s.valid else None
 
         return f"max throughput under the SLO ({bounds}), req/s", under_slo
-    top_load = max((s["load"] for s in context.settings), default=0)
+    top_load = max((s.load for s in context.settings), default=0)
 
-    def at_load(s: Mapping[str, Any]) -> float | None:
-        return s["metrics"].get("throughput_rps") if s["load"] == top_load else None
+    def at_load(s: Setting) -> float | None:
+        return s.metrics.get("throughput_rps") if s.load == top_load else None
 
     unit = "clients" if context.load_kind == "concurrency" else "req/s offered"
     # An all-empty map says nothing; when no point met the SLO, show the trade-off anyway.
@@ -475,29 +467,26 @@ def _bound_text(metric_id: str, bound: float) -> str:
     return f"{m.header} {sign} {bound:g}{' ' + m.unit if m.unit else ''}"
 
 
-def _grid(settings: list[dict[str, Any]], value_of: Any) -> dict[str, Any]:
-    sizes = sorted({_field(s, "max_batch_size") for s in settings}, key=_default_last)
-    timeouts = sorted({_field(s, "batch_timeout_micros") for s in settings}, key=_default_last)
+def _grid(settings: list[Setting], value_of: Any) -> dict[str, Any]:
+    size_field, timeout_field = MAX_BATCH_SIZE.name, BATCH_TIMEOUT_MICROS.name
+    sizes = sorted({s.param(size_field) for s in settings}, key=_default_last)
+    timeouts = sorted({s.param(timeout_field) for s in settings}, key=_default_last)
     cells = [[None] * len(timeouts) for _ in sizes]
     for s in settings:
         value = value_of(s)
         row, col = (
-            sizes.index(_field(s, "max_batch_size")),
-            timeouts.index(_field(s, "batch_timeout_micros")),
+            sizes.index(s.param(size_field)),
+            timeouts.index(s.param(timeout_field)),
         )
         if value is not None and (cells[row][col] is None or value > cells[row][col]):
             cells[row][col] = value
     return {
-        "max_batch_size": sizes,
-        "batch_timeout_micros": timeouts,
+        size_field: sizes,
+        timeout_field: timeouts,
         "row_labels": [str(v) if v is not None else "default" for v in sizes],
         "col_labels": [format_micros(v) if v is not None else "default" for v in timeouts],
         "cells": cells,
     }
-
-
-def _field(setting: Mapping[str, Any], name: str) -> Any:
-    return (setting["batching"] or {}).get(name)
 
 
 def _default_last(value: Any) -> tuple[bool, Any]:
@@ -508,7 +497,7 @@ def _baseline_value(context: _Context, replicas: int, protocol: str, value_of: A
     values = [
         value_of(s)
         for s in context.settings
-        if s["batching"] is None and s["replicas"] == replicas and s["protocol"] == protocol
+        if s.batching is None and s.replicas == replicas and s.protocol == protocol
     ]
     values = [v for v in values if v is not None]
     return max(values) if values else None
@@ -517,7 +506,7 @@ def _baseline_value(context: _Context, replicas: int, protocol: str, value_of: A
 # --- section 4: latency percentiles against load ------------------------------------------------
 
 
-def _top_configs(context: _Context, rec: Mapping[str, Any]) -> list[str]:
+def _top_configs(context: _Context, rec: ShownRecommendation) -> list[str]:
     """The configurations to detail: the recommendation and its runners-up, else the highest
     throughput; the unbatched baseline is added as a reference when it was run.
 
@@ -525,20 +514,18 @@ def _top_configs(context: _Context, rec: Mapping[str, Any]) -> list[str]:
     picked by throughput alone.
     """
     picked: list[str] = []
-    for key in [rec["key"], *rec["runners_up"]] if rec["key"] else []:
-        cid = next(
-            (s["config"] for s in context.settings if key in (s["group"], s["config"])), None
-        )
+    for key in [rec.key, *rec.runners_up] if rec.key else []:
+        cid = next((s.config for s in context.settings if key in (s.group, s.config)), None)
         if cid and cid not in picked:
             picked.append(cid)
     if not picked:
         peak: dict[str, float] = {}
         for s in context.settings:
-            tput = s["metrics"].get("throughput_rps") or 0.0
-            peak[s["config"]] = max(peak.get(s["config"], 0.0), tput)
+            tput = s.metrics.get("throughput_rps") or 0.0
+            peak[s.config] = max(peak.get(s.config, 0.0), tput)
         picked = sorted(peak, key=lambda cid: -peak[cid])
     picked = picked[:TOP_CONFIGS]
-    baselines = [s["config"] for s in context.settings if is_baseline(s["batching"])]
+    baselines = [s.config for s in context.settings if is_baseline(s.batching)]
     for cid in dict.fromkeys(baselines):
         if cid not in picked:
             picked.append(cid)
@@ -547,19 +534,17 @@ def _top_configs(context: _Context, rec: Mapping[str, Any]) -> list[str]:
 
 
 def _latency(context: _Context, top: Sequence[str]) -> dict[str, Any]:
-    loads = sorted({s["load"] for s in context.settings})
+    loads = sorted({s.load for s in context.settings})
     series = []
     for cid in top:
-        settings = sorted(
-            (s for s in context.settings if s["config"] == cid), key=lambda s: s["load"]
-        )
+        settings = sorted((s for s in context.settings if s.config == cid), key=lambda s: s.load)
         series.append(
             {
                 "config": cid,
                 "label": context.labels.get(cid, cid),
                 "baseline": context.configs[cid].batching is None,
-                "loads": [s["load"] for s in settings],
-                **{pid: [s["metrics"].get(pid) for s in settings] for pid in PERCENTILES},
+                "loads": [s.load for s in settings],
+                **{pid: [s.metrics.get(pid) for s in settings] for pid in PERCENTILES},
             }
         )
     return {
@@ -577,23 +562,21 @@ def _batching(context: _Context, top: Sequence[str]) -> dict[str, Any]:
     """Achieved batch sizes, padding and queue/compute time, per batched setting."""
     rows = []
     for s in context.settings:
-        telemetry = s["telemetry"]
-        if s["batching"] is None or not telemetry or not telemetry.get("batches"):
+        telemetry = s.telemetry
+        if s.batching is None or not telemetry or not telemetry.get("batches"):
             continue
-        rows.append(_batching_row(s, telemetry, s["config"] in top))
-    missing = sum(
-        1 for s in context.settings if s["batching"] is not None and not (s["telemetry"] or {})
-    )
+        rows.append(_batching_row(s, telemetry, s.config in top))
+    missing = sum(1 for s in context.settings if s.batching is not None and not (s.telemetry or {}))
     return {"rows": rows, "without_telemetry": missing}
 
 
-def _batching_row(setting: Mapping[str, Any], telemetry: Mapping[str, Any], top: bool) -> dict:
-    m = setting["metrics"]
+def _batching_row(setting: Setting, telemetry: Mapping[str, Any], top: bool) -> dict:
+    m = setting.metrics
     return {
-        "config": setting["config"],
-        "label": setting["label"],
-        "load": setting["load"],
-        "load_kind": setting["load_kind"],
+        "config": setting.config,
+        "label": setting.label,
+        "load": setting.load,
+        "load_kind": setting.load_kind,
         "top": top,
         "batches": telemetry["batches"],
         "rows": telemetry["rows"],
@@ -606,7 +589,7 @@ def _batching_row(setting: Mapping[str, Any], telemetry: Mapping[str, Any], top:
             "compute_time_mean_ms", telemetry.get("compute_time_mean_ms")
         ),
         "rejected_rate": m.get("rejected_rate"),
-        "max_batch_size": _field(setting, "max_batch_size"),
+        MAX_BATCH_SIZE.name: setting.param(MAX_BATCH_SIZE.name),
     }
 
 
@@ -637,8 +620,8 @@ def _point_row(context: _Context, result: PointResult) -> dict[str, Any]:
     )
     return {
         "key": result.key,
-        "config": config_id(point),
-        "label": context.labels.get(config_id(point), config_id(point)),
+        "config": point.config_key,
+        "label": context.labels.get(point.config_key, point.config_key),
         "status": result.status,
         "valid": result.valid,
         "invalid_reasons": list(result.invalid_reasons),
@@ -661,28 +644,27 @@ def _point_row(context: _Context, result: PointResult) -> dict[str, Any]:
 # --- the rest -----------------------------------------------------------------------------------
 
 
-def _run_section(files: RunFiles) -> dict[str, Any]:
-    info = files.run_info
-    spec = info.get("spec") or {}
+def _run_section(run: RunFolder) -> dict[str, Any]:
+    record = run.record
     return {
-        "run_id": info.get("run_id"),
-        "name": spec.get("name"),
-        "description": spec.get("description"),
-        "created_at": info.get("created_at"),
-        "finished_at": info.get("finished_at"),
-        "interrupted": info.get("interrupted"),
-        "spec_source": info.get("spec_source"),
+        "run_id": run.run_id,
+        "name": record.spec.get("name"),
+        "description": record.spec.get("description"),
+        "created_at": record.created_at,
+        "finished_at": record.finished_at,
+        "interrupted": record.interrupted,
+        "spec_source": record.spec_source,
     }
 
 
-def _counts(files: RunFiles, context: _Context) -> dict[str, int]:
-    results = files.results
+def _counts(run: RunFolder, context: _Context) -> dict[str, int]:
+    results = run.results
     stored = {r.key for r in results}
-    planned = [p for p in files.run_info.get("points", []) if p.get("key")]
+    planned = run.record.planned
     return {
         "planned": len(planned),
         "stored": len(results),
-        "not_measured": sum(1 for p in planned if p["key"] not in stored),
+        "not_measured": sum(1 for p in planned if p.key not in stored),
         "ok": sum(1 for r in results if r.status == "ok"),
         "failed": sum(1 for r in results if r.status == "failed"),
         "unstable": sum(1 for r in results if r.status == "ok" and not r.stable),
@@ -696,57 +678,22 @@ def _metric_info(metric_id: str) -> dict[str, str]:
     return {"label": m.label(), "header": m.header, "unit": m.unit, "direction": m.direction}
 
 
-def _comparison(compare: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """compare.json, rendered generically: its summary fields and its table of rows.
+def _environment(run: RunFolder) -> dict[str, Any]:
+    """The machine the run measured on, as the sweep recorded it."""
+    return dict(run.environment)
 
-    The rows are its ``rows`` list (one per point and metric) or, failing that, its longest
-    list of mappings; the usual columns come first, every other plain column after them.
-    """
-    if not compare:
+
+def _comparison(compared: ComparisonFile | None) -> dict[str, Any] | None:
+    """compare.json as a table: its summary facts, then one row per point and metric."""
+    if compared is None:
         return None
-    tables = {k: v for k, v in compare.items() if _is_rows(v)}
-    name = "rows" if "rows" in tables else max(tables, key=lambda k: len(tables[k]), default="")
-    rows = tables.get(name, [])
-    columns = list(dict.fromkeys(col for row in rows for col in row if _scalar(row[col])))
-    usual = [c for c in _COMPARE_ORDER if c in columns]
-    ordered = usual or columns
-    summary = {
-        k: v
-        for k, v in compare.items()
-        if k != "schema_version" and (_scalar(v) or _flat_mapping(v))
-    }
+    columns = compared.columns()
     return {
-        "summary": summary,
-        "columns": ordered,
-        "rows": [[row.get(c) for c in ordered] for row in rows],
-        "verdicts": [str(row.get("verdict") or row.get("status") or "") for row in rows],
+        "summary": compared.summary,
+        "columns": columns,
+        "rows": [[row.get(c) for c in columns] for row in compared.rows],
+        "verdicts": [str(row.get("verdict") or "") for row in compared.rows],
     }
-
-
-_COMPARE_ORDER = (
-    "key",
-    "point",
-    "metric",
-    "base",
-    "current",
-    "change",
-    "ci_low",
-    "ci_high",
-    "verdict",
-    "note",
-)
-
-
-def _is_rows(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
-
-
-def _flat_mapping(value: Any) -> bool:
-    return isinstance(value, Mapping) and all(_scalar(v) for v in value.values())
 
 
 def check_run_dir(run_dir: Path) -> Path:

@@ -18,10 +18,12 @@ from typing import Any
 import matplotlib as mpl
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
+from matplotlib.typing import RcKeyType
 
 from harness.metrics import metric
+from harness.plan.batching_fields import BATCH_TIMEOUT_MICROS, MAX_BATCH_SIZE
 
-_RC = {
+_RC: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",
     "font.family": "sans-serif",
     "font.size": 9,
@@ -191,7 +193,7 @@ def _log_if_wide(ax: Any, values: Sequence[float], axis: str) -> None:
 
 
 def heatmap_chart(grid: Mapping[str, Any], index: int) -> str | None:
-    """max_batch_size down, batch_timeout_micros across, the cell's figure written in it."""
+    """The max batch size down, the batch timeout across, the cell's figure written in it."""
     cells = grid["cells"]
     values = [v for row in cells for v in row if v is not None]
     if not cells or not cells[0]:
@@ -211,8 +213,8 @@ def heatmap_chart(grid: Mapping[str, Any], index: int) -> str | None:
         _annotate_cells(ax, cells, min(values, default=0), max(values, default=1))
         ax.set_xticks(range(len(grid["col_labels"])), grid["col_labels"])
         ax.set_yticks(range(len(grid["row_labels"])), grid["row_labels"])
-        ax.set_xlabel("batch_timeout_micros (as ms)")
-        ax.set_ylabel("max_batch_size (rows)")
+        ax.set_xlabel(f"{BATCH_TIMEOUT_MICROS.name} (as ms)")
+        ax.set_ylabel(f"{MAX_BATCH_SIZE.name} (rows)")
         ax.set_title(_heatmap_title(grid))
         fig.colorbar(image, ax=ax, label=grid.get("unit", "req/s"), shrink=0.9)
 

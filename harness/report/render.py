@@ -20,11 +20,8 @@ from markupsafe import Markup
 from harness.metrics import metric
 from harness.report import plots
 from harness.report.data import build_report_data, check_run_dir, format_micros
+from harness.store.layout import REPORT_HTML_FILE, REPORT_JSON_FILE
 from harness.store.results import write_atomically
-
-HTML_FILE = "report.html"
-JSON_FILE = "report.json"
-PNG_FILE = "report.png"
 
 # The table's metric columns, in order (IDs from the one registry).
 TABLE_METRICS = (
@@ -47,8 +44,9 @@ def write_report(run_dir: Path) -> Path:
     """
     run_dir = check_run_dir(run_dir)
     data = build_report_data(run_dir)
-    write_atomically(run_dir / JSON_FILE, json.dumps(data, indent=1, allow_nan=False) + "\n")
-    return write_atomically(run_dir / HTML_FILE, render_html(data))
+    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+    write_atomically(run_dir / REPORT_JSON_FILE, text)
+    return write_atomically(run_dir / REPORT_HTML_FILE, render_html(data))
 
 
 def render_html(data: Mapping[str, Any]) -> str:

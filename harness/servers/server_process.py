@@ -68,7 +68,8 @@ class ServerProcess:
                 self.process.wait()
         if self._log_thread is not None:
             self._log_thread.join(timeout)
-        self.process.stdout.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         return self.process.returncode
 
 
@@ -81,6 +82,7 @@ def free_port() -> int:
 
 def _follow_log(server: ServerProcess, expect_rest: bool) -> None:
     """Drain the server's output (so its pipe never fills) and note the ports as they appear."""
+    assert server.process.stdout is not None  # started with stdout=PIPE
     for line in server.process.stdout:
         server.log_tail.append(line)
         if server.grpc_port is None and (m := GRPC_READY.search(line)):

@@ -21,13 +21,12 @@ from typing import Any, Literal
 
 from harness.errors import UserError
 from harness.metrics import metric_ids
+from harness.plan.batching_fields import AXIS_FIELDS
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
+from harness.store.layout import CSV_FILE, POINTS_DIR, RUN_FILE
 
 SCHEMA_VERSION = 1
-RUN_FILE = "run.json"
-POINTS_DIR = "points"
-CSV_FILE = "results.csv"
 
 Status = Literal["ok", "failed"]
 
@@ -151,7 +150,8 @@ def new_run_id(name: str, now: datetime | None = None) -> str:
     return f"{now:%Y%m%d-%H%M%S}-{name}"
 
 
-def _now() -> str:
+def timestamp() -> str:
+    """Now, as every stored file records a time: UTC, ISO 8601, to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -184,7 +184,7 @@ class ResultStore:
             store.run_file,
             {
                 "run_id": store.root.name,
-                "created_at": _now(),
+                "created_at": timestamp(),
                 "spec_source": spec.source,
                 "spec": spec.as_given,
                 "points": [point.as_dict() for point in points],
@@ -275,11 +275,7 @@ PARAM_COLUMNS = (
     "protocol",
     "replicas",
     "enable_batching",
-    "max_batch_size",
-    "batch_timeout_micros",
-    "num_batch_threads",
-    "max_enqueued_batches",
-    "allowed_batch_sizes",
+    *(field.name for field in AXIS_FIELDS),
     "load_kind",
     "concurrency",
     "rate",
@@ -316,9 +312,9 @@ def csv_row(result: PointResult) -> dict[str, Any]:
         "reason": result.reason or "",
     }
     if batching is not None:
-        for name in PARAM_COLUMNS[8:12]:
-            row[name] = getattr(batching, name)
-        row["allowed_batch_sizes"] = " ".join(map(str, batching.allowed_batch_sizes))
+        for field in AXIS_FIELDS:
+            value = field.of(batching)
+            row[field.name] = " ".join(map(str, value)) if field.repeated else value
     for metric_id in metric_ids():
         row[metric_id] = json_safe(result.metrics.get(metric_id))
     return row

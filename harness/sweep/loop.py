@@ -14,7 +14,6 @@ from __future__ import annotations
 import signal
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,11 @@ from harness.plan.strategies import GridStrategy, MaxRateSearch, Strategy
 from harness.report import write_report
 from harness.servers.targets import RunningTarget, server_command, start_target
 from harness.store.environment import collect_environment
-from harness.store.results import PointResult, ResultStore, new_run_id
+from harness.store.results import PointResult, ResultStore, new_run_id, timestamp
 from harness.sweep.measure import measure_point
 from harness.sweep.progress import SweepProgress, make_progress
 
 DEFAULT_REPORTS = Path("reports")
-MAX_RATE_FILE = "max_rate.json"
 
 
 class Interrupt:
@@ -105,13 +103,13 @@ class Sweep:
             target.stop()
 
     def run_point(self, point: Point) -> PointResult:
-        started = _now()
+        started = timestamp()
         try:
             target = self.target_for(point)
         except UserError as exc:
             reason = "target did not start: " + str(exc).splitlines()[0]
             result = PointResult.failed(point, reason, str(exc))
-            result.started_at, result.finished_at = started, _now()
+            result.started_at, result.finished_at = started, timestamp()
             return result
         result = measure_point(
             self.spec, point, target, self.workdir, on_window=self.progress.window
@@ -174,10 +172,8 @@ def _loop(sweep: Sweep, strategy: Strategy, interrupt: Interrupt) -> None:
         sweep.store.write_csv()
         sweep.progress.point_done(result)
         strategy.observe(point, _summary(result))
-        if isinstance(strategy, MaxRateSearch):
-            _write_searches(sweep.store, strategy)
-    if isinstance(strategy, MaxRateSearch):
-        _write_searches(sweep.store, strategy)  # a search's outcome is set after its last probe
+        _write_records(sweep.store, strategy)
+    _write_records(sweep.store, strategy)  # e.g. a search's outcome is set after its last probe
 
 
 def _summary(result: PointResult) -> dict[str, float] | None:
@@ -195,8 +191,9 @@ def _strategy(spec: SweepSpec, points: list[Point], store: ResultStore) -> Strat
     return MaxRateSearch(points, spec.load.find_max_rate, known)
 
 
-def _write_searches(store: ResultStore, search: MaxRateSearch) -> None:
-    store.write_extra(MAX_RATE_FILE, {"searches": [r.as_dict() for r in search.results]})
+def _write_records(store: ResultStore, strategy: Strategy) -> None:
+    for name, document in strategy.records().items():
+        store.write_extra(name, document)
 
 
 def _open_store(
@@ -232,9 +229,5 @@ def _model_base(spec: SweepSpec, models_dir: Path) -> Path | None:
 def _finish(store: ResultStore, interrupted: bool) -> None:
     store.write_csv()
     info = store.run_info()
-    info.update(finished_at=_now(), interrupted=interrupted)
+    info.update(finished_at=timestamp(), interrupted=interrupted)
     store.write_run_info(info)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -15,14 +15,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
 from harness.servers.targets import RunningTarget
-from harness.store.results import PointResult
+from harness.store.results import PointResult, timestamp
 from harness.sweep import telemetry
 from harness.sweep.load_runner import (
     LoadError,
@@ -95,7 +94,7 @@ def measure_point(
 ) -> PointResult:
     """Measure ``point`` on a running ``target``; a failed PointResult when the server died
     or the load generator could not run."""
-    started_at = _now()
+    started_at = timestamp()
     m = spec.measurement
     measurement = Measurement()
     verdict: StabilityVerdict | None = None
@@ -189,7 +188,7 @@ def point_result(
         invalid_reasons=sorted(set(measurement.invalid_reasons)),
         telemetry={} if server is None else server[0],
         started_at=started_at,
-        finished_at=_now(),
+        finished_at=timestamp(),
         extra={"locust_runs": measurement.runs, "locust": _locust_figures(used)},
     )
 
@@ -234,9 +233,5 @@ def _locust_figures(windows: Sequence[Window]) -> dict[str, Any]:
 
 def _failed(point: Point, target: RunningTarget, reason: str, started_at: str) -> PointResult:
     result = PointResult.failed(point, reason, target.log_tail())
-    result.started_at, result.finished_at = started_at, _now()
+    result.started_at, result.finished_at = started_at, timestamp()
     return result
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -140,7 +140,7 @@ def summarize(deltas: Sequence[Samples]) -> tuple[dict[str, Any], dict[str, floa
     size_buckets = bucket_counts(merged, PROCESSED_BATCH_SIZE)
     queue_buckets = bucket_counts(merged, QUEUING_LATENCY)
     queue_p95_us = histogram_quantile(queue_buckets, 0.95)
-    telemetry = {
+    telemetry: dict[str, Any] = {
         "batches": int(batches),
         "rows": int(rows),
         "padding_rows": int(padding),
@@ -151,7 +151,7 @@ def summarize(deltas: Sequence[Samples]) -> tuple[dict[str, Any], dict[str, floa
         "rejected": int(rejected),
         "replica_requests": [int(total(d, REQUEST_COUNT)) for d in deltas],
     }
-    figures = {
+    figures: dict[str, float | None] = {
         "batch_size_mean": rows / batches if batches else None,
         "batch_size_p50": histogram_quantile(size_buckets, 0.5, interpolate=False),
         "padding_ratio": padding / rows if rows else None,

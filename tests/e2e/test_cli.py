@@ -86,6 +86,7 @@ def test_make_model_rejects_an_unknown_model_with_the_valid_names(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the session's demo run (3-6 min) is set up inside it
 def test_demo_runs_the_default_sweep_and_ends_with_the_run_folder(demo_run):
     completed, run_dir = demo_run
     assert completed.returncode == 0, completed.stdout + completed.stderr
@@ -102,6 +103,7 @@ def test_demo_runs_the_default_sweep_and_ends_with_the_run_folder(demo_run):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the session's demo run (3-6 min) is set up inside it
 def test_the_demo_report_renders_cleanly_in_a_browser(demo_run, chromium):
     completed, run_dir = demo_run
     report = run_dir / "report.html"

@@ -12,7 +12,6 @@ import pytest
 
 from harness.ci import check_baseline, default_baseline_path, gate
 from harness.decide.compare import (
-    COMPARE_FILE,
     JUNIT_FILE,
     MARKDOWN_FILE,
     PointSamples,
@@ -28,6 +27,7 @@ from harness.decide.compare import (
     write_baseline,
 )
 from harness.errors import UserError
+from harness.store.layout import COMPARE_FILE
 from harness.store.results import PointResult, ResultStore
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "runs"

@@ -8,23 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from harness.decide.recommend import (
-    BATCHING_FILE,
-    RECOMMENDATION_FILE,
-    RunData,
+from harness.decide.ranking import (
     is_tfserving_default,
-    load_run,
     merged_slo,
     parse_constraint,
     parse_objective,
-    recommend,
-    write_recommendation,
 )
+from harness.decide.recommend import recommend, write_recommendation
 from harness.errors import UserError
 from harness.plan.batching_file import BatchingParams, read_batching_file
 from harness.plan.points import Point, ServerConfig
 from harness.plan.spec import validate_spec
+from harness.store.layout import BATCHING_FILE, RECOMMENDATION_FILE
 from harness.store.results import PointResult
+from harness.store.run_folder import RunFolder as RunData
+from harness.store.run_folder import load_run
 from harness.sweep.stability import WindowFigures, judge
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "runs"

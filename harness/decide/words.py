@@ -1,0 +1,172 @@
+"""The recommendation in words: a configuration and a load described, the one-sentence verdict
+and the reasons behind a ranking, line by line."""
+
+from __future__ import annotations
+
+from harness.decide.ranking import (
+    P99,
+    THROUGHPUT,
+    Candidate,
+    Constraint,
+    Gain,
+    Mode,
+    Ranked,
+    figure_of,
+    ratio,
+)
+from harness.metrics import METRICS, metric
+from harness.plan.points import Point, format_number
+from harness.plan.spec import Objective, SweepSpec
+
+
+def constraint_text(constraint: Constraint) -> str:
+    """``p99 latency ≤ 50 ms``."""
+    m = metric(constraint.metric_id)
+    sign = "≥" if m.higher_is_better else "≤"
+    unit = f" {m.unit}" if m.unit else ""
+    return f"{m.header.lower()} {sign} {_num(constraint.bound)}{unit}"
+
+
+def objective_text(objective: Objective) -> str:
+    if objective.maximize:
+        return f"maximise {objective.maximize}"
+    if objective.minimize:
+        return f"minimise {objective.minimize}"
+    weights = ", ".join(f"{k}×{_num(w)}" for k, w in (objective.weights or {}).items())
+    return f"weighted ({weights}; each metric scaled to the best candidate)"
+
+
+def describe_config(point: Point) -> str:
+    """The configuration in words: each set batching field as ``name=value``, then the replicas.
+
+    ``batching off, 1 replica`` without batching.
+    """
+    batching = point.batching
+    if batching is None:
+        params = "batching off"
+    elif not batching.as_dict():
+        params = "batching with TF Serving's default parameters"
+    else:
+        params = ", ".join(f"{k}={_value(v)}" for k, v in batching.as_dict().items())
+    replicas = f"{point.replicas} replica{'s' if point.replicas != 1 else ''}"
+    return f"{params}, {replicas}"
+
+
+def describe_load(point: Point) -> str:
+    protocol = "gRPC" if point.protocol == "grpc" else "REST"
+    if point.load_kind == "concurrency":
+        return f"{format_number(point.load)} concurrent {protocol} clients"
+    return f"{format_number(point.load)} req/s offered over {protocol} (open loop)"
+
+
+def sentence(rec: Ranked, total_points: int) -> str:
+    """The recommendation in one sentence."""
+    chosen = rec.chosen
+    if chosen is None:
+        return (
+            f"No configuration can be recommended: all {total_points} point(s) were left out "
+            "(failed, invalid or unstable); see `excluded`."
+        )
+    slo = " and ".join(constraint_text(c) for c in rec.constraints) or "no constraints"
+    figures = figures_text(chosen, rec.mode)
+    if not chosen.feasible:
+        missed = ", ".join(f"{_miss_name(k)} by {_pct(v)}" for k, v in chosen.misses.items())
+        return (
+            f"No configuration met the SLO ({slo}); the closest is {describe_config(chosen.point)}"
+            f" ({figures}), which missed {missed}."
+        )
+    return f"Use {describe_config(chosen.point)}: {figures}, meeting {slo}{_gains_text(rec)}."
+
+
+def figures_text(chosen: Candidate, mode: Mode) -> str:
+    p99 = chosen.metrics.get(P99)
+    p99_text = f"p99 {_num(p99)} ms" if p99 is not None else "p99 not measured"
+    if mode == "max_rate":
+        rate = chosen.max_rate_rps
+        head = f"sustains {_num(rate)} req/s" if rate is not None else "no passing rate"
+        return f"{head} over {_protocol(chosen.point)} with {p99_text} at that rate"
+    tput = chosen.metrics.get(THROUGHPUT)
+    return f"{_num(tput)} req/s at {p99_text} under {describe_load(chosen.point)}"
+
+
+def _gains_text(rec: Ranked) -> str:
+    """`` (2.87× the unbatched baseline's throughput, +3.1% over TF Serving's defaults)``."""
+    parts = []
+    unbatched, default = rec.baselines.get("unbatched"), rec.baselines.get("tfserving_default")
+    what = "max rate" if rec.mode == "max_rate" else "throughput"
+    if unbatched and unbatched.differs:
+        parts.append(f"{unbatched.gain + 1:.2f}× the unbatched baseline's {what}")  # type: ignore[operator]
+    if default and default.differs:
+        parts.append(f"{_change(default.gain)} over TF Serving's default batching")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def reasons(rec: Ranked, spec: SweepSpec) -> list[str]:
+    """Why this choice, line by line: what counted, the rule applied, what it beat."""
+    counted = len(rec.ranking)
+    lines = [
+        f"{counted} candidate(s) counted (repeats combined by their worst figure); "
+        f"{len(rec.excluded)} point(s) left out as failed, invalid or unstable."
+    ]
+    if rec.mode == "max_rate":
+        slo = spec.load.find_max_rate.slo if spec.load.find_max_rate else {}
+        lines.append(f"Ranked by the highest open-loop rate within the search's SLO {dict(slo)}.")
+    else:
+        lines.append(f"Objective: {objective_text(rec.objective)}.")
+    feasible = sum(c.feasible for c in rec.ranking)
+    if rec.status == "met":
+        lines.append(f"{feasible} candidate(s) met every constraint; the best was chosen.")
+    elif rec.status == "none_met":
+        lines.append(
+            "None met every constraint: ranked by the largest relative miss (how far the SLO "
+            "would have to be relaxed for each to pass)."
+        )
+    if rec.runners_up and rec.chosen is not None:
+        lines.append(_runner_up_text(rec.chosen, rec.runners_up[0], rec.mode))
+    for name, base in rec.baselines.items():
+        if base and base.differs:
+            what = "unbatched" if name == "unbatched" else "TF Serving's default batching"
+            lines.append(f"Against {what} ({base.base.key}): {_change(base.gain)} {_pname(base)}.")
+    return lines
+
+
+def _runner_up_text(chosen: Candidate, runner: Candidate, mode: Mode) -> str:
+    figure = "max_rate_rps" if mode == "max_rate" else THROUGHPUT
+    ours, theirs = figure_of(chosen, figure), figure_of(runner, figure)
+    delta = ratio(ours, theirs)
+    versus = f"{_change(delta)} {figure}" if delta is not None else "no comparable figure"
+    return f"Runner-up: {describe_config(runner.point)} ({runner.key}); the choice has {versus}."
+
+
+def _pname(base: Gain) -> str:
+    p99 = base.p99_change
+    p99_text = f", {_change(p99)} p99" if p99 is not None else ""
+    return f"{base.figure}{p99_text}"
+
+
+def _change(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.1%}"
+
+
+def _pct(value: float) -> str:
+    return "an unmeasured amount" if value == float("inf") else f"{value:.0%}"
+
+
+def _miss_name(metric_id: str) -> str:
+    return metric_id if metric_id not in METRICS else metric(metric_id).header.lower()
+
+
+def _protocol(point: Point) -> str:
+    return "gRPC" if point.protocol == "grpc" else "REST"
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _value(value: object) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value).lower()

@@ -1,0 +1,21 @@
+"""The run folder's file names, declared once for every module that writes or reads them.
+
+``reports/<run-id>/`` holds ``run.json`` and ``points/`` (the sweep), ``results.csv`` (regenerated
+from the points), ``max_rate.json`` (a ``find_max_rate`` sweep's searches),
+``recommendation.json`` and ``batching_parameters.txt`` (``batchbench recommend``),
+``compare.json`` (``batchbench compare`` / ``ci``) and ``report.html`` / ``report.json`` /
+``report.png`` (``batchbench report``).
+"""
+
+from __future__ import annotations
+
+RUN_FILE = "run.json"
+POINTS_DIR = "points"
+CSV_FILE = "results.csv"
+MAX_RATE_FILE = "max_rate.json"
+RECOMMENDATION_FILE = "recommendation.json"
+BATCHING_FILE = "batching_parameters.txt"
+COMPARE_FILE = "compare.json"
+REPORT_HTML_FILE = "report.html"
+REPORT_JSON_FILE = "report.json"
+REPORT_PNG_FILE = "report.png"
