@@ -67,8 +67,8 @@ def arrival_rows(name: str, spec: ArrivalSpec) -> list[BenchResult]:
         law = stats.gamma(1 / cv**2, scale=cv**2 / RATE)
         cdf, tested = law.cdf, sample
     return [
-        result(f"{name}: mean gap error", abs(sample.mean() / mean - 1), "<= 0.02"),
-        result(f"{name}: CV error", abs(sample.std() / sample.mean() / cv - 1), "<= 0.05"),
+        result(f"{name}: mean gap error", float(abs(sample.mean() / mean - 1)), "<= 0.02"),
+        result(f"{name}: CV error", float(abs(sample.std() / sample.mean() / cv - 1)), "<= 0.05"),
         result(f"{name}: KS p-value", float(stats.kstest(tested, cdf).pvalue), ">= 0.01"),
     ]
 
@@ -103,7 +103,14 @@ def replay_rows() -> tuple[list[BenchResult], dict[str, Any]]:
     p99_ms = float(np.percentile(lags, 99) * 1000) if lags.size else None
     cpu = run["generator"]["processes"].get("local", {}).get("cpu_percent")
     rows = [
-        result("replay 1000/s: p99 send lag", p99_ms, "<= 2", "ms", f"generator CPU {cpu}%"),
+        result(
+            "replay 1000/s: p99 send lag",
+            p99_ms,
+            "<= 2",
+            "ms",
+            f"generator CPU {cpu}%, dropped {run['total']['dropped']}, "
+            f"late {run['total']['late']}, window {run['total']['window_s']} s",
+        ),
         result("replay 1000/s: requests sent", float(run["total"]["sent"]), f">= {len(times)}"),
     ]
     details = {"lag_ms": {f"p{q}": float(np.percentile(lags, q) * 1000) for q in (50, 90, 99)}}
