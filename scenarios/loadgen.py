@@ -184,8 +184,8 @@ def prepare(backend: Backend, options: ScenarioOptions) -> Prepared:
         payload_rows[(model, path)] = rows
         payloads[RequestKind(model, rows, 0, path)] = payload
     for kind, payload in payloads.items():
-        model = model_options(options, kind.model)
-        requests[kind] = backend.encode(signatures[kind.model], payload, model)
+        per_model = model_options(options, kind.model)
+        requests[kind] = backend.encode(signatures[kind.model], payload, per_model)
     first = next(iter(payloads))
     signature = signatures[first.model]
     return Prepared(
