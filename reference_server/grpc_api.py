@@ -43,6 +43,7 @@ from reference_server.model_registry import VersionRecord
 from reference_server.security import RequestLimits
 from reference_server.servable import Signature
 from reference_server.tensor_codec import (
+    DEFAULT_MAX_TENSOR_BYTES,
     TensorProtoError,
     tensor_proto_to_ndarray,
     write_tensor_proto,
@@ -174,13 +175,16 @@ def request_model_spec(request: Any) -> ModelSpec:
 
 
 def decode_inputs(
-    signature: Signature, tensors: Mapping[str, tensor_pb2.TensorProto]
+    signature: Signature,
+    tensors: Mapping[str, tensor_pb2.TensorProto],
+    max_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
 ) -> dict[str, np.ndarray]:
     """A PredictRequest's inputs as arrays, with predict_util.cc's alias and parsing errors.
 
     Names, dtypes and shapes against the signature are the core's check; here only what TF
     Serving reports while turning protos into tensors: an unknown alias (when the count matches)
-    and an unparseable TensorProto.
+    and an unparseable TensorProto. The tensors together may take at most ``max_bytes``: a
+    tensor that would overrun what is left is unparseable, as one TensorFlow cannot allocate.
     """
     count_matches = len(tensors) == len(signature.inputs)
     inputs = {}
@@ -191,13 +195,16 @@ def decode_inputs(
                 f"input tensor alias not found in signature: {alias}. "
                 f"Inputs expected to be in the set {{{expected}}}."
             )
-        inputs[alias] = decode_input(alias, tensors[alias])
+        inputs[alias] = decode_input(alias, tensors[alias], max_bytes)
+        max_bytes -= inputs[alias].nbytes
     return inputs
 
 
-def decode_input(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
+def decode_input(
+    alias: str, proto: tensor_pb2.TensorProto, max_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+) -> np.ndarray:
     try:
-        return tensor_proto_to_ndarray(proto)
+        return tensor_proto_to_ndarray(proto, max_bytes)
     except TensorProtoError as exc:
         log.debug("tensor parsing error: %s: %s", alias, exc)
         raise invalid_argument(f"tensor parsing error: {alias}") from None
@@ -247,7 +254,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             spec = request_model_spec(request)
             # Resolve before parsing tensors: TF Serving reports a bad model/signature first.
             _, signature = self._core.resolve(spec)
-            inputs = decode_inputs(signature, request.inputs)
+            inputs = decode_inputs(signature, request.inputs, self._limits.max_tensor_bytes)
             self._limits.check_inputs(inputs)
         except ServingError as exc:  # never reached the core: count it here, as TF Serving does
             notify_failure(self._core.observers, request.model_spec.name, "Predict", exc, started)

@@ -30,6 +30,11 @@ from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb
 
 from reference_server.errors import ServingError, invalid_argument
 from reference_server.servable import TensorInfo
+from reference_server.tensor_codec import (
+    DEFAULT_MAX_TENSOR_BYTES,
+    TensorProtoError,
+    check_tensor_size,
+)
 
 SIGNATURE_KEY = "signature_name"
 INSTANCES_KEY = "instances"
@@ -327,6 +332,8 @@ def _add_named_row(
 
 
 def _element_error(index: int, key: str, exc: ServingError) -> ServingError:
+    if isinstance(exc, TensorParsingError):
+        return exc  # TF Serving finds it after the JSON is read, naming only the input
     return invalid_argument(
         f"Failed to process element: {index}{key} of 'instances' list. "
         f"Error: {exc.code_name}: {exc.message}"
@@ -343,7 +350,9 @@ class _TensorBuilder:
         self.item_size = 0
 
     def array(self, items: int) -> np.ndarray:
-        return _to_array(self.values, [items, *(self.item_shape or [])], self.info)
+        shape = [items, *(self.item_shape or [])]
+        check_shape(self.info, shape)
+        return _to_array(self.values, shape, self.info)
 
 
 def _add_instance_item(
@@ -354,6 +363,7 @@ def _add_instance_item(
         raise invalid_argument(f"JSON object: does not have named input: {alias}")
     builder = builders.setdefault(alias, _TensorBuilder(infos[alias]))
     shape = dense_shape(value)
+    check_shape(infos[alias], [1, *shape])  # before the walk, whose depth is the rank
     before = len(builder.values)
     _fill_values(value, 0, shape, type_name(infos[alias].dtype.name), builder.values)
     size = len(builder.values) - before
@@ -387,9 +397,25 @@ def _careful_columns(columns: Any, infos: dict[str, TensorInfo]) -> dict[str, np
 
 def _careful_tensor(value: Any, info: TensorInfo) -> np.ndarray:
     shape = dense_shape(value)
+    check_shape(info, shape)  # before the walk, whose depth is the rank
     values: list[Any] = []
     _fill_values(value, 0, shape, type_name(info.dtype.name), values)
     return _to_array(values, shape, info)
+
+
+class TensorParsingError(ServingError):
+    """A tensor the JSON describes but the server cannot build (TF Serving's FromProto fails)."""
+
+
+def check_shape(info: TensorInfo, shape: list[int]) -> None:
+    """The codec's shape/size check (tensor_codec.check_tensor_size), with TF Serving's answer
+    to a tensor it cannot parse: INVALID_ARGUMENT ``tensor parsing error: <alias>``."""
+    try:
+        check_tensor_size(tuple(shape), info.numpy_dtype, DEFAULT_MAX_TENSOR_BYTES)
+    except TensorProtoError:
+        raise TensorParsingError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {info.alias}"
+        ) from None
 
 
 def dense_shape(value: Any) -> list[int]:
@@ -784,14 +810,36 @@ def json_value_to_string(value: Any) -> str:
 
 
 def _pretty(value: Any, depth: int) -> str:
-    if isinstance(value, dict) and value:
-        inner = " " * 4 * (depth + 1)
-        members = [inner + _json_string(k) + ": " + _pretty(v, depth + 1) for k, v in value.items()]
-        return "{\n" + ",\n".join(members) + "\n" + " " * 4 * depth + "}"
-    if isinstance(value, list) and value:
-        inner = " " * 4 * (depth + 1)
-        items = [inner + _pretty(v, depth + 1) for v in value]
-        return "[\n" + ",\n".join(items) + "\n" + " " * 4 * depth + "]"
+    # Iterative: a document nested as deep as the parser allows must not exhaust Python's
+    # recursion limit while its error message is written.
+    out: list[str] = []
+    todo: list[Any] = [(value, depth)]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item[0], dict | list) and item[0]:
+            todo.extend(reversed(_container_parts(*item)))
+        else:
+            out.append(_pretty_leaf(item[0]))
+    return "".join(out)
+
+
+def _container_parts(value: dict | list, depth: int) -> list[Any]:
+    """A non-empty container as text pieces and (member, depth) pairs, in writing order."""
+    inner = " " * 4 * (depth + 1)
+    is_object = isinstance(value, dict)
+    members = value.items() if is_object else ((None, v) for v in value)
+    parts: list[Any] = ["{\n" if is_object else "[\n"]
+    for index, (key, member) in enumerate(members):
+        name = _json_string(key) + ": " if is_object else ""
+        parts.append((",\n" if index else "") + inner + name)
+        parts.append((member, depth + 1))
+    parts.append("\n" + " " * 4 * depth + ("}" if is_object else "]"))
+    return parts
+
+
+def _pretty_leaf(value: Any) -> str:
     if isinstance(value, dict | list):
         return "{}" if isinstance(value, dict) else "[]"
     if isinstance(value, str):
