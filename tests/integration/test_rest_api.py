@@ -387,6 +387,24 @@ BAD_PREDICTS = [
         400,
         "Unexpected element type in feature: x expecting type: int64",
     ),
+    # Found by tests/fuzz: 500 "maximum supported dimension for an ndarray is currently 64".
+    (
+        "/v1/models/half_plus_two:predict",
+        ('{"instances": [' + "[" * 101 + "1.0" + "]" * 101 + "]}").encode(),
+        400,
+        "tensor parsing error: x",
+    ),
+    # Found by tests/fuzz: 500 "maximum recursion depth exceeded" writing this message.
+    (
+        "/v1/models/half_plus_two:predict",
+        ('{"instances": [1.0], "signature_name": ' + "[" * 900 + "]" * 900 + "}").encode(),
+        400,
+        'JSON Value: {\n    "instances": [\n        1.0\n    ],\n    "signature_name": '
+        + "".join("[\n" + " " * 4 * (depth + 2) for depth in range(899))
+        + "[]"
+        + "".join("\n" + " " * 4 * (depth + 1) + "]" for depth in reversed(range(899)))
+        + "\n} not formatted correctly. 'signature_name' key must be a string value.",
+    ),
 ]
 
 
