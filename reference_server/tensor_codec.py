@@ -68,6 +68,15 @@ _FIELDS: dict[int, tuple[np.dtype, str, np.dtype]] = {
     types_pb2.DT_STRING: (np.dtype(object), "string_val", np.dtype(object)),
 }
 
+# What Tensor::FromProto accepts beyond _FIELDS: not DT_INVALID, resources, variants, nor
+# reference types (DT_*_REF, which tf.dtypes cannot even turn into numpy).
+_TENSORFLOW_DECODES = frozenset(
+    value
+    for name, value in types_pb2.DataType.items()
+    if not name.endswith("_REF")
+    and value not in (types_pb2.DT_INVALID, types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT)
+) - set(_FIELDS)
+
 _DTYPE_ENUM: dict[np.dtype, int] = {
     numpy_dtype: enum for enum, (numpy_dtype, _, _) in _FIELDS.items()
 }
@@ -231,11 +240,7 @@ def _decode_with_tensorflow(
     proto: TensorProto, shape: tuple[int, ...], max_bytes: int
 ) -> np.ndarray:
     """Rare dtypes: TensorFlow's own decoder; an unknown or reference dtype is an error."""
-    if proto.dtype not in types_pb2.DataType.values() or proto.dtype in (
-        types_pb2.DT_INVALID,
-        types_pb2.DT_RESOURCE,
-        types_pb2.DT_VARIANT,
-    ):
+    if proto.dtype not in _TENSORFLOW_DECODES:
         raise TensorProtoError(f"unsupported dtype {proto.dtype}")
     import tensorflow as tf  # slow import, only for rare dtypes
 

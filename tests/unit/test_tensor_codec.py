@@ -188,10 +188,25 @@ def reference_dtype() -> tensor_pb2.TensorProto:
     return tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT_REF, float_val=[1.0])
 
 
+def resource_reference_dtype() -> tensor_pb2.TensorProto:
+    """Found by tests/fuzz: DT_RESOURCE_REF was an INTERNAL error ('120') from tf.dtypes."""
+    return tensor_pb2.TensorProto(dtype=types_pb2.DT_RESOURCE_REF)
+
+
 def bad_string_content() -> tensor_pb2.TensorProto:
     proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_content=b"\x05ab")
     proto.tensor_shape.dim.add().size = 1
     return proto
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [v for n, v in types_pb2.DataType.items() if n.endswith("_REF")],
+    ids=[n for n in types_pb2.DataType.keys() if n.endswith("_REF")],
+)
+def test_every_reference_dtype_is_refused(dtype: int) -> None:
+    with pytest.raises(TensorProtoError, match="unsupported dtype"):
+        tensor_proto_to_ndarray(shaped(dtype, [1]))
 
 
 @pytest.mark.parametrize(
@@ -204,6 +219,7 @@ def bad_string_content() -> tensor_pb2.TensorProto:
         invalid_dtype,
         unknown_dtype,
         reference_dtype,
+        resource_reference_dtype,
         bad_string_content,
     ],
 )
