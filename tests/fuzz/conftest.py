@@ -60,7 +60,9 @@ def mlp_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def fuzz_servers(mlp_model: Path, tmp_path_factory) -> Iterator[dict[str, FuzzServer]]:
+def fuzz_servers(
+    mlp_model: Path, tmp_path_factory, tally: Tally
+) -> Iterator[dict[str, FuzzServer]]:
     """Both servers by name, launched at once (each takes seconds to import TensorFlow)."""
     tmp = tmp_path_factory.mktemp("fuzz-config")
     launched = {
@@ -74,6 +76,7 @@ def fuzz_servers(mlp_model: Path, tmp_path_factory) -> Iterator[dict[str, FuzzSe
         yield servers
         for server in servers.values():
             server.close()
+            tally.batch_sizes[server.name] = {str(k): v for k, v in server.batch_sizes.items()}
     finally:
         for process in launched.values():  # both at once: each has a shutdown grace period
             if process.process.poll() is None:

@@ -61,6 +61,7 @@ class RestAnswer:
     status: int
     body: bytes
     content_type: str | None
+    batch_size: str | None = None  # x-batch-size: how many rows ran together with this one
 
 
 class RestClient:
@@ -127,6 +128,8 @@ class FuzzServer:
     process: ServerProcess
     rest: RestClient
     channel: grpc.Channel
+    # The batch sizes valid requests ran in: evidence that malformed ones had company.
+    batch_sizes: Counter = field(default_factory=Counter)
 
     @classmethod
     def ready(cls, name: str, process: ServerProcess) -> FuzzServer:
@@ -160,6 +163,7 @@ class FuzzServer:
         body = json.dumps({"instances": rows.tolist()}).encode()
         answer = self.rest.call("POST", "/v1/models/mlp:predict", body)
         assert answer.status == 200, answer.body
+        self.batch_sizes[answer.batch_size] += 1
         return np.array(json.loads(answer.body)["predictions"], np.float32)
 
     def valid_grpc(self, rows: np.ndarray) -> np.ndarray:
@@ -171,7 +175,9 @@ class FuzzServer:
             request_serializer=predict_pb2.PredictRequest.SerializeToString,
             response_deserializer=predict_pb2.PredictResponse.FromString,
         )
-        response = call(request, timeout=TIMEOUT_S)
+        response, state = call.with_call(request, timeout=TIMEOUT_S)
+        trailers = dict(state.trailing_metadata() or ())
+        self.batch_sizes[trailers.get("x-batch-size")] += 1
         return tensor_proto_to_ndarray(response.outputs["y"])
 
     def assert_serves(self, rows: np.ndarray, expected: np.ndarray) -> None:
@@ -208,12 +214,19 @@ def beside_good_requests(
 class Tally:
     codes: Counter = field(default_factory=Counter)
     rss: dict[str, dict[str, int]] = field(default_factory=dict)
+    batch_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add(self, protocol: str, category: str, server: str, code: str) -> None:
         self.codes[(protocol, category, server, code)] += 1
 
     def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"bound_bytes": RSS_BOUND_BYTES, "rss": self.rss, "protocols": {}}
+        out: dict[str, Any] = {
+            "examples_per_test": EXAMPLES,
+            "rss_bound_bytes": RSS_BOUND_BYTES,
+            "rss": self.rss,
+            "valid_request_batch_sizes": self.batch_sizes,
+            "protocols": {},
+        }
         for (protocol, category, server, code), count in sorted(self.codes.items()):
             entry = out["protocols"].setdefault(protocol, {"cases": 0, "categories": {}})
             entry["cases"] += count

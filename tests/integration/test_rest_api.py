@@ -414,6 +414,9 @@ def test_bad_requests_get_tf_servings_code_and_message(url, path, body, status, 
 
 
 BAD_URLS = [
+    # Found by tests/fuzz: aiohttp's own text/plain 404 answered a path with an encoded newline.
+    ("GET", "/v1/models/%0A", 404, "Could not find any versions of model \n"),
+    ("GET", "/v1/%0A", 400, "Malformed request: GET /v1/%0A"),
     ("GET", "/v1/foo", 400, "Malformed request: GET /v1/foo"),
     ("POST", "/v1/foo", 400, "Malformed request: POST /v1/foo"),
     ("GET", "/v1/models", 400, "Missing model name in request."),

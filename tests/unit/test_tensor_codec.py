@@ -202,7 +202,7 @@ def bad_string_content() -> tensor_pb2.TensorProto:
 @pytest.mark.parametrize(
     "dtype",
     [v for n, v in types_pb2.DataType.items() if n.endswith("_REF")],
-    ids=[n for n in types_pb2.DataType.keys() if n.endswith("_REF")],
+    ids=[n for n, _ in types_pb2.DataType.items() if n.endswith("_REF")],
 )
 def test_every_reference_dtype_is_refused(dtype: int) -> None:
     with pytest.raises(TensorProtoError, match="unsupported dtype"):
