@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -70,6 +71,32 @@ _INT_TENSOR_TYPES = {
 }
 
 
+def _rapidjson_encoding_errors(error: UnicodeError) -> tuple[bytes, int]:
+    """Bytes for what plain UTF-8 cannot encode: U+DC80..U+DCFF are the undecodable input
+    bytes ``surrogateescape`` kept; other lone surrogates (from ``\\ud800``-style escapes) are
+    written in their 3-byte form, as rapidjson's UTF-8 encoder writes any code point."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    out = bytearray()
+    for char in error.object[error.start : error.end]:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(code - 0xDC00)
+        else:
+            out += char.encode("utf-8", "surrogatepass")
+    return bytes(out), error.end
+
+
+_RAPIDJSON_ERRORS = "batchbench-rapidjson"
+codecs.register_error(_RAPIDJSON_ERRORS, _rapidjson_encoding_errors)
+
+
+def utf8(text: str) -> bytes:
+    """``text`` as the bytes rapidjson would hold for it: the request's own bytes where they
+    were not UTF-8, lone surrogates from escapes as rapidjson encodes them. Never raises."""
+    return text.encode("utf-8", _RAPIDJSON_ERRORS)
+
+
 def type_name(name: str) -> str:
     """TensorFlow's DataTypeString() for a tf.DType or numpy dtype name."""
     return _TF_TYPE_NAMES.get(name, name)
@@ -108,7 +135,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 
 def _parse_error_message(exc: json.JSONDecodeError) -> str:
-    offset = len(exc.doc[: exc.pos].encode("utf-8", "surrogateescape"))
+    offset = len(utf8(exc.doc[: exc.pos]))
     if not exc.doc.strip():
         reason = "The document is empty."
     elif exc.msg.startswith("Expecting ',' delimiter"):
@@ -475,7 +502,7 @@ def _tensor_value(value: Any, dtype: str) -> Any:
     if dtype == "string":
         if not isinstance(value, str):
             raise _type_error(value, dtype)
-        return value.encode("utf-8", "surrogateescape")
+        return utf8(value)
     raise ServingError(
         grpc.StatusCode.UNIMPLEMENTED,
         f"Conversion of JSON Value: {json_value_to_string(value)} to type: {dtype}",
@@ -586,8 +613,19 @@ def _fill_example(value: Any, example: example_pb2.Example) -> None:
     if not isinstance(value, dict):
         raise invalid_argument(f"Example must be JSON object but got JSON {json_type_name(value)}")
     for name, content in value.items():
+        if not _is_utf8(name):
+            # TF Serving would keep the raw bytes as the map key; protobuf here cannot.
+            raise invalid_argument(f"Feature name {_json_string(name)} is not valid UTF-8")
         items = content if isinstance(content, list) else [content]
         example.features.feature[name].CopyFrom(_feature(name, items))
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: from escapes or undecodable input bytes
+        return False
+    return True
 
 
 def _feature(name: str, items: list) -> feature_pb2.Feature:
@@ -622,11 +660,7 @@ def _feature_kind(name: str, item: Any) -> str:
 
 def _feature_value(name: str, kind: str, item: Any) -> Any:
     if kind == "bytes":
-        return (
-            item.encode("utf-8", "surrogateescape")
-            if isinstance(item, str)
-            else (decode_b64_object(item))
-        )
+        return utf8(item) if isinstance(item, str) else (decode_b64_object(item))
     if kind == "float":
         if not _is_lossless(item, "float"):
             raise _lossy_error(item, "float")
@@ -645,7 +679,7 @@ def encode_predict_response(outputs: Mapping[str, np.ndarray], *, row_format: bo
         raise invalid_argument("Cannot convert empty tensor map to JSON")
     named = dict(sorted(outputs.items()))
     body = _row_format(named) if row_format else _columnar_format(named)
-    return body.encode("utf-8", "surrogateescape")
+    return utf8(body)
 
 
 def _row_format(outputs: dict[str, np.ndarray]) -> str:
@@ -774,7 +808,7 @@ def encode_regression_result(result: regression_pb2.RegressionResult) -> bytes:
 
 def encode_error(message: str) -> bytes:
     """``{"error": "<message>"}`` (MakeJsonFromStatus)."""
-    return json.dumps({"error": message}, ensure_ascii=False).encode("utf-8", "surrogateescape")
+    return utf8(json.dumps({"error": message}, ensure_ascii=False))
 
 
 # -- JSON values in messages ----------------------------------------------------------------------

@@ -28,6 +28,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from reference_server.tensor_codec import ndarray_to_tensor_proto
 from tests.fuzz.support import (
     ALLOWED_GRPC,
     FUZZ,
@@ -105,8 +106,19 @@ string_contents = st.one_of(
 )
 
 
+# Float tensors shaped almost like the mlp's [-1, 16]: they decode and reach the model (or the
+# batch queue), where a wrong shape fails.
+near_shapes = st.builds(
+    lambda rows, tail: [rows, *tail],
+    st.integers(0, 3),
+    st.sampled_from([[16], [16], [15], [17], [], [16, 1], [0]]),
+)
+
+
 @st.composite
 def tensor_protos(draw) -> tensor_pb2.TensorProto:
+    if draw(st.integers(0, 3)) == 0:
+        return draw(near_valid_tensors())
     proto = tensor_pb2.TensorProto(dtype=draw(dtypes))
     shape = draw(dims)
     for size in shape:
@@ -117,6 +129,16 @@ def tensor_protos(draw) -> tensor_pb2.TensorProto:
             draw(st.lists(TYPED_FIELDS[name], min_size=count, max_size=count))
         )
     proto.tensor_content = draw(_contents(shape))
+    return proto
+
+
+@st.composite
+def near_valid_tensors(draw) -> tensor_pb2.TensorProto:
+    shape = draw(near_shapes)
+    values = np.array(draw(st.lists(floats32, min_size=1, max_size=1)) * int(np.prod(shape)))
+    proto = ndarray_to_tensor_proto(
+        values.astype(np.float32).reshape(shape), as_content=draw(st.booleans())
+    )
     return proto
 
 

@@ -647,3 +647,36 @@ def test_the_iterative_writer_matches_rapidjsons_pretty_layout():
         "    ]\n"
         "}"
     )
+
+
+# -- lone surrogates and bytes that are not UTF-8 (found by tests/fuzz) ---------------------------
+
+
+def test_lone_surrogate_escapes_are_quoted_in_errors_as_rapidjson_encodes_them():
+    """Was aiohttp's plain 500: writing the error body raised UnicodeEncodeError."""
+    error = decode_error('[{"\\ud800": null}]', x=tf.float32)
+    body = jt.encode_error(error.message)
+    assert b'\\"\xed\xa0\x80\\": null' in body
+    assert jt.encode_error("\udcff \udc80") == b'{"error": "\xff \x80"}'  # the request's bytes
+
+
+def test_lone_surrogates_in_string_inputs_and_features_become_bytes():
+    """Were 500 'Internal error: ... surrogates not allowed'."""
+    strings = decode('{"instances": ["\\ud800", "\\udfff!"]}', s=tf.string).inputs["s"]
+    assert strings.tolist() == [b"\xed\xa0\x80", b"\xed\xbf\xbf!"]
+    _, request_input = jt.decode_examples_request(b'{"examples": [{"x": "\\udbff"}]}')
+    feature = request_input.example_list.examples[0].features.feature["x"]
+    assert feature.bytes_list.value == [b"\xed\xaf\xbf"]
+
+
+@pytest.mark.parametrize("name", ['"\\ud800"', '"a\\udfffb"', '"\xff"'])
+def test_feature_names_that_are_not_utf8_are_invalid_argument(name):
+    """Were 500 'Internal error': protobuf map keys must be UTF-8."""
+    body = ('{"examples": [{' + name + ": 1}]}").encode("utf-8", "surrogateescape")
+    body = body.replace("\xff".encode(), b"\xff")
+    with pytest.raises(ServingError) as caught:
+        jt.decode_examples_request(body)
+    assert caught.value.code.name == "INVALID_ARGUMENT"
+    assert caught.value.message.startswith("Feature name ")
+    assert caught.value.message.endswith(" is not valid UTF-8")
+    jt.encode_error(caught.value.message)  # and the answer can be written
