@@ -12,6 +12,8 @@
   request may make the server hold: gRPC refuses an over-size message itself, before receiving
   it, with RESOURCE_EXHAUSTED (as TF Serving does given ``grpc.max_receive_message_length``);
   REST refuses it from its Content-Length, or while reading, with INVALID_ARGUMENT / 400.
+  The bytes a request's tensors may take once decoded follow from ``--max_request_bytes``
+  (``tensor_codec.tensor_budget``), so a small message cannot declare a huge tensor.
 
 The pure parts (token check, row counting, limit messages) are unit-tested; the TLS and
 transport hooks are exercised against a real server.
