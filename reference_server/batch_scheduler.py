@@ -234,7 +234,7 @@ class BatchScheduler:
         with self._cond:
             if self._closed:
                 raise unavailable(_CLOSED)
-            parts, wake = self._schedule(key, ticket, params)
+            parts, wake = self._schedule(self._queue_key(key, inputs, params), ticket, params)
             ticket.expect_parts(parts)
             if wake:
                 self._cond.notify()
@@ -245,6 +245,16 @@ class BatchScheduler:
             return await asyncio.wait_for(ticket.future, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise (deadline_exceeded() if ticket.started else deadline_expired()) from None
+
+    def _queue_key(self, key: Hashable, inputs: Tensors, params: BatchingParameters) -> Hashable:
+        """``key`` plus what tasks must share to be merged: dtypes and, without padding, the
+        shapes past dim 0 (with padding, the ranks). TF Serving queues by signature alone and
+        fails the whole batch when one task's tensors do not fit the others'; a malformed
+        request in its own queue fails alone, never the requests it would have joined."""
+        pad = params.pad_variable_length_inputs
+        return key, tuple(
+            (t.dtype.str, t.ndim if pad else t.shape[1:]) for _, t in sorted(inputs.items())
+        )
 
     def _schedule(
         self, key: Hashable, ticket: _Ticket, params: BatchingParameters
