@@ -29,7 +29,7 @@ from harness.decide.recommend import read_recommendation
 from harness.errors import UserError
 from harness.metrics import METRICS, metric, slo_misses
 from harness.plan.batching_fields import BATCH_TIMEOUT_MICROS, FIELDS, MAX_BATCH_SIZE
-from harness.plan.points import Point, ServerConfig
+from harness.plan.points import Point, ServerConfig, without_repeat
 from harness.report.recommendation import ShownRecommendation, resolve
 from harness.store.results import PointResult, json_safe
 from harness.store.run_folder import RunFolder, load_run
@@ -100,7 +100,7 @@ class _Context:
     def of(cls, run: RunFolder, slo: dict[str, float]) -> _Context:
         points = list(run.results)
         every = run.record.planned + [r.point for r in points]
-        configs = {p.config_key: p for p in every}
+        configs = {report_config(p): p for p in every}
         external = _is_external(run.record.spec)
         labels = config_labels(configs, external=external)
         settings = _settings(points, slo, labels)
@@ -134,6 +134,12 @@ def _spec_part(spec: Mapping[str, Any], *path: str) -> Any:
     return node
 
 
+def report_config(point: Point) -> str:
+    """What the report calls a configuration: the server configuration and protocol, and the
+    traffic when it is not the default (``config_key`` plus the traffic's key suffix)."""
+    return f"{point.config_key}{point.traffic.key_suffix}"
+
+
 # --- labels -------------------------------------------------------------------------------------
 
 _SHORT = {field.name: field.short for field in FIELDS}
@@ -147,10 +153,13 @@ def config_labels(configs: Mapping[str, Point], external: bool = False) -> dict[
     """
     varying = _varying_fields(p.server for p in configs.values())
     protocols = {p.protocol for p in configs.values()}
+    traffics = {p.traffic for p in configs.values()}
     labels = {}
     for cid, point in configs.items():
         protocol = point.protocol if len(protocols) > 1 else None
         label = server_label(point.server, varying, protocol)
+        if len(traffics) > 1:  # several traffics: each configuration is read under one
+            label += " · " + point.traffic.label(point.load_kind == "rate")
         labels[cid] = "external server" + label[label.index(" · ") :] if external else label
     return labels
 
@@ -222,6 +231,7 @@ class Setting:
     meets_slo: bool | None  # None: no SLO to judge by
     metrics: dict[str, float | None]
     telemetry: dict[str, Any] | None
+    traffic: str = ""  # the traffic's label; "" for the default traffic
 
     def param(self, name: str) -> Any:
         """A batching parameter as set (None: its default, or batching off)."""
@@ -238,7 +248,7 @@ def _settings(
     groups: dict[tuple[str, float], list[PointResult]] = {}
     for result in points:
         if result.status == "ok":
-            groups.setdefault((result.point.config_key, result.point.load), []).append(result)
+            groups.setdefault((report_config(result.point), result.point.load), []).append(result)
     settings = [_setting(group, slo, labels[cid]) for (cid, _), group in groups.items()]
     return sorted(settings, key=lambda s: (s.label, s.load))
 
@@ -247,7 +257,7 @@ def _setting(group: list[PointResult], slo: Mapping[str, float], label: str) -> 
     means = mean_metrics(r.metrics for r in group)
     point = group[0].point
     return Setting(
-        config=point.config_key,
+        config=report_config(point),
         group=point.group_key,
         label=label,
         load=point.load,
@@ -261,6 +271,7 @@ def _setting(group: list[PointResult], slo: Mapping[str, float], label: str) -> 
         meets_slo=(not slo_misses(means, slo)) if slo else None,
         metrics=means,
         telemetry=merge_telemetry(r.telemetry for r in group),
+        traffic="" if point.traffic.is_default else point.traffic.label(point.load_kind == "rate"),
     )
 
 
@@ -332,6 +343,8 @@ def _searches(
     for search in searches:
         server = ServerConfig.from_dict(search["server"])
         cid = f"{server.key}-{search['protocol']}"
+        if "lane_key" in search:  # the lane names the traffic too
+            cid = without_repeat(search["lane_key"])
         entry = out.setdefault(cid, ConfigSearch(cid, labels.get(cid, cid)))
         entry.runs.append(
             {
@@ -418,18 +431,19 @@ def _heatmaps(context: _Context) -> list[dict[str, Any]]:
     if context.external:
         return []
     quantity, value_of = _heatmap_quantity(context)
-    groups: dict[tuple[int, str], list[Setting]] = {}
+    groups: dict[tuple[int, str, str], list[Setting]] = {}
     for s in context.settings:
         if s.batching is not None:
-            groups.setdefault((s.replicas, s.protocol), []).append(s)
-    protocols = {protocol for _, protocol in groups}
+            groups.setdefault((s.replicas, s.protocol, s.traffic), []).append(s)
+    protocols = {protocol for _, protocol, _ in groups}
     maps = []
-    for (replicas, protocol), settings in sorted(groups.items()):
+    for (replicas, protocol, traffic), settings in sorted(groups.items()):
         title = f"{replicas} replica{'s' if replicas != 1 else ''}"
         if len(protocols) > 1:
             title += f", {protocol}"
+        title += f", {traffic}" if traffic else ""
         grid = _grid(settings, value_of)
-        grid["baseline"] = _baseline_value(context, replicas, protocol, value_of)
+        grid["baseline"] = _baseline_value(context, (replicas, protocol, traffic), value_of)
         maps.append({"title": title, "replicas": replicas, "protocol": protocol, **grid})
     return [{"quantity": quantity, **m} for m in maps]
 
@@ -493,11 +507,11 @@ def _default_last(value: Any) -> tuple[bool, Any]:
     return (value is None, value or 0)
 
 
-def _baseline_value(context: _Context, replicas: int, protocol: str, value_of: Any) -> Any:
+def _baseline_value(context: _Context, where: tuple[int, str, str], value_of: Any) -> Any:
     values = [
         value_of(s)
         for s in context.settings
-        if s.batching is None and s.replicas == replicas and s.protocol == protocol
+        if s.batching is None and (s.replicas, s.protocol, s.traffic) == where
     ]
     values = [v for v in values if v is not None]
     return max(values) if values else None
@@ -620,8 +634,8 @@ def _point_row(context: _Context, result: PointResult) -> dict[str, Any]:
     )
     return {
         "key": result.key,
-        "config": point.config_key,
-        "label": context.labels.get(point.config_key, point.config_key),
+        "config": report_config(point),
+        "label": context.labels.get(report_config(point), point.config_key),
         "status": result.status,
         "valid": result.valid,
         "invalid_reasons": list(result.invalid_reasons),
