@@ -198,7 +198,9 @@ def _range(text: str) -> Sizes:
 
 def _weights(mapping: Mapping[Any, Any]) -> Sizes:
     pairs = []
-    for size, weight in mapping.items():
+    for key, weight in mapping.items():
+        # A spec kept as JSON (run.json) has its mapping keys as text.
+        size = int(key) if isinstance(key, str) and key.strip().isdigit() else key
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"must be {_SIZE_FORMS}; {size!r} is not a whole number >= 1")
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
@@ -272,13 +274,6 @@ class Traffic:
         length = data.get("length")
         return cls(
             parse_arrival(data.get("arrival") or "poisson"),
-            parse_sizes(_int_keys(data.get("rows", 1))),
-            None if length is None else parse_sizes(_int_keys(length)),
+            parse_sizes(data.get("rows", 1)),
+            None if length is None else parse_sizes(length),
         )
-
-
-def _int_keys(value: Any) -> Any:
-    """JSON turns a weights mapping's keys into text; read them back as numbers."""
-    if isinstance(value, Mapping):
-        return {int(k): v for k, v in value.items()}
-    return value

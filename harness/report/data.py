@@ -70,6 +70,7 @@ def report_data(
         "heatmaps": _heatmaps(context),
         "latency": _latency(context, top),
         "batching": _batching(context, top),
+        "timelines": [series.as_dict() for series in _timelines(context, recommendation, top)],
         "points": [_point_row(context, result) for result in run.results],
         "max_rate": _max_rate_rows(context),
         "comparison": _comparison(comparison),
@@ -604,7 +605,51 @@ def _batching_row(setting: Setting, telemetry: Mapping[str, Any], top: bool) -> 
         ),
         "rejected_rate": m.get("rejected_rate"),
         MAX_BATCH_SIZE.name: setting.param(MAX_BATCH_SIZE.name),
+        **padding_cost(telemetry, (m.get("requests") or 0.0) * len(setting.keys)).as_dict(),
     }
+
+
+@dataclass(frozen=True)
+class PaddingCost:
+    """What padding cost a setting over its measured windows: padded rows ÷ executed rows,
+    and the batch compute spent on them, estimated as that share of every batch's compute
+    time (a padded batch runs at its padded size)."""
+
+    padding_rows: int
+    executed_rows: int
+    compute_ms: float | None  # all batches' compute
+    requests: float  # answered requests over the same windows
+
+    @property
+    def ratio(self) -> float | None:
+        return self.padding_rows / self.executed_rows if self.executed_rows else None
+
+    @property
+    def padding_compute_ms(self) -> float | None:
+        ratio = self.ratio
+        return None if ratio is None or self.compute_ms is None else ratio * self.compute_ms
+
+    def as_dict(self) -> dict[str, Any]:
+        spent = self.padding_compute_ms
+        return {
+            "padding_rows": self.padding_rows,
+            "padding_compute_ms": spent,
+            # per 1,000 answered requests: comparable across loads and window lengths
+            "padding_compute_ms_per_1k": (
+                None if spent is None or not self.requests else 1000.0 * spent / self.requests
+            ),
+        }
+
+
+def padding_cost(telemetry: Mapping[str, Any], requests: float) -> PaddingCost:
+    """``telemetry`` (a setting's merged server telemetry) as a PaddingCost."""
+    batches, compute_mean = telemetry.get("batches") or 0, telemetry.get("compute_time_mean_ms")
+    return PaddingCost(
+        padding_rows=int(telemetry.get("padding_rows") or 0),
+        executed_rows=int(telemetry.get("rows") or 0),
+        compute_ms=None if compute_mean is None else batches * float(compute_mean),
+        requests=requests,
+    )
 
 
 def _trim_buckets(buckets: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -622,6 +667,79 @@ def _trim_buckets(buckets: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def _range_label(low: int, high: int) -> str:
     return str(high) if low >= high else f"{low}–{high}"
+
+
+# --- section 5b: over time ----------------------------------------------------------------------
+
+TIMELINE_FIELDS = (
+    "offered",
+    "ok",
+    "errors",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "queue_depth",
+    "batch_size_mean",
+)
+
+
+@dataclass(frozen=True)
+class TimelineSeries:
+    """One point's per-second series (every load run of it, warm-ups marked), for a chart."""
+
+    config: str
+    label: str
+    key: str
+    recommended: bool
+    at_s: list[float]
+    warmup: list[bool]
+    values: dict[str, list[float | None]]  # TIMELINE_FIELDS -> one value per second
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "label": self.label,
+            "key": self.key,
+            "recommended": self.recommended,
+            "at_s": self.at_s,
+            "warmup": self.warmup,
+            **self.values,
+        }
+
+
+def _timelines(
+    context: _Context, rec: ShownRecommendation, top: Sequence[str]
+) -> list[TimelineSeries]:
+    """The chosen point's timeline and one per runner-up configuration (the point the
+    recommendation names, else the configuration's highest load), for those that have one."""
+    by_key = {r.key: r for r in context.points}
+    chosen = set(rec.point_keys)
+    out = []
+    for cid in top:
+        settings = [s for s in context.settings if s.config == cid]
+        if not settings:
+            continue
+        setting = next((s for s in settings if chosen.intersection(s.keys)), settings[-1])
+        key = next((k for k in setting.keys if k in chosen), setting.keys[0])
+        result = by_key.get(key)
+        if result is not None and result.timeline:
+            out.append(
+                timeline_series(result, setting.label, bool(chosen.intersection(setting.keys)))
+            )
+    return out
+
+
+def timeline_series(result: PointResult, label: str, recommended: bool) -> TimelineSeries:
+    """A stored point's ``timeline`` as columns."""
+    entries = result.timeline
+    return TimelineSeries(
+        config=report_config(result.point),
+        label=label,
+        key=result.key,
+        recommended=recommended,
+        at_s=[float(e.get("at_s", e.get("second", i))) for i, e in enumerate(entries)],
+        warmup=[bool(e.get("warmup")) for e in entries],
+        values={name: [e.get(name) for e in entries] for name in TIMELINE_FIELDS},
+    )
 
 
 # --- section 6: every point ---------------------------------------------------------------------

@@ -122,7 +122,7 @@ def measure_point(
             codes = ", ".join(f"replica {i} exit code {code}" for i, code in died)
             return _failed(point, target, f"server exited during the point ({codes})", started_at)
         before = len(measurement.windows)
-        _add_run(measurement, result, plan, len(target.metrics))
+        add_run(measurement, result, plan, len(target.metrics))
         for i in range(before, len(measurement.windows)):
             if on_window:
                 on_window(i, measurement.windows[i].stage)
@@ -136,7 +136,7 @@ def measure_point(
     return point_result(point, measurement, verdict, started_at)
 
 
-def _add_run(
+def add_run(
     measurement: Measurement, result: Mapping[str, Any], plan: LoadPlan, scraped: int
 ) -> None:
     stages = window_stages(result, plan)

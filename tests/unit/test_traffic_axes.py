@@ -11,7 +11,9 @@ from harness.plan.points import Point, ServerConfig, expand_matrix
 from harness.plan.spec import validate_spec
 from harness.plan.traffic import Sizes, Traffic, arrival_argv, parse_arrival, parse_sizes
 from harness.sweep.load_runner import LoadPlan, locust_argv
+from harness.sweep.measure import Measurement, add_run, kind_figures
 from scenarios.arrivals import ArrivalSpec
+from tests.unit.test_load_runner import stage
 
 OPEN = {"model": {"builtin": "mlp"}, "load": {"rate": [200]}}
 
@@ -177,3 +179,37 @@ def test_load_plan_passes_the_arrival_process_and_the_mix_to_the_scenario(tmp_pa
 def test_arrival_argv_names_only_the_kinds_parameters():
     assert arrival_argv(ArrivalSpec("gamma", cv=4)) == ["--arrival", "gamma", "--arrival-cv", "4"]
     assert arrival_argv(ArrivalSpec("constant")) == ["--arrival", "constant"]
+
+
+# --- what a point file keeps --------------------------------------------------------------------
+
+
+def _kind_entry(rows: int, latencies_us: list[int]) -> dict:
+    return {"model": "mlp", "rows": rows, "length": 8, "payload": None, **stage(latencies_us, 3.0)}
+
+
+def _run(kinds: list[dict], seconds: int) -> dict:
+    timeline = [{"second": s, "offered": 10, "sent": 10, "ok": 10} for s in range(seconds)]
+    return {"stages": [], "by_kind": kinds, "timeline": timeline}
+
+
+def test_each_runs_kinds_add_up_and_timelines_follow_each_other():
+    plan = LoadPlan("grpc", ("grpc://h:1",), "mlp", "rate", 100, 1.0, 1.0, 3)
+    measurement = Measurement()
+    first = _run([_kind_entry(1, [1000] * 90), _kind_entry(4, [3000] * 10)], 4)
+    add_run(measurement, first, plan, 0)
+    add_run(measurement, _run([_kind_entry(1, [2000] * 80)], 4), plan, 0)
+    by_kind = kind_figures(measurement.kinds)
+    assert [(k["rows"], k["metrics"]["requests"]) for k in by_kind] == [(1, 170), (4, 10)]
+    assert by_kind[0]["metrics"]["latency_p99_ms"] == pytest.approx(2.0, rel=0.01)
+    assert by_kind[1]["metrics"]["throughput_rps"] == pytest.approx(10 / 3)
+    seconds = [(e["run"], e["at_s"], e["warmup"]) for e in measurement.timeline]
+    assert seconds[:2] == [(0, 0, True), (0, 1, False)]
+    assert seconds[4:6] == [(1, 4, True), (1, 5, False)]
+
+
+def test_one_kind_of_request_keeps_no_per_kind_figures():
+    measurement = Measurement()
+    plan = LoadPlan("grpc", ("grpc://h:1",), "mlp", "rate", 100, 1.0, 1.0, 3)
+    add_run(measurement, _run([_kind_entry(1, [1000] * 10)], 4), plan, 0)
+    assert kind_figures(measurement.kinds) == []
