@@ -254,9 +254,11 @@ def load_result(path: Path) -> dict[str, Any]:
         raise ResultError(f"cannot read result file {path}: {exc}") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise ResultError(f"{path} is not a batchbench Locust result file")
-    if data.get("schema_version", 0) > SCHEMA_VERSION:
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ResultError(f"{path} has no schema_version: not a batchbench Locust result file")
+    if version > SCHEMA_VERSION:
         raise ResultError(
-            f"{path} has schema_version {data['schema_version']}; "
-            f"this batchbench reads up to {SCHEMA_VERSION}"
+            f"{path} has schema_version {version}; this batchbench reads up to {SCHEMA_VERSION}"
         )
     return data

@@ -25,6 +25,7 @@ from harness.plan.batching_fields import AXIS_FIELDS
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
 from harness.store.layout import CSV_FILE, POINTS_DIR, RUN_FILE
+from harness.store.schema import schema_problem
 
 SCHEMA_VERSION = 1
 
@@ -141,14 +142,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def check_schema(data: Any, path: Path | str) -> None:
     """Refuse data without a schema_version, or newer than this code reads."""
-    version = data.get("schema_version") if isinstance(data, dict) else None
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise UserError(f"{path} has no schema_version: not a batchbench result file")
-    if version > SCHEMA_VERSION:
-        raise UserError(
-            f"{path} was written by a newer batchbench (schema_version {version}; this one "
-            f"reads up to {SCHEMA_VERSION}): upgrade batchbench to read it"
-        )
+    if problem := schema_problem(data, path, SCHEMA_VERSION):
+        raise UserError(problem)
 
 
 def new_run_id(name: str, now: datetime | None = None) -> str:
