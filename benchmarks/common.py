@@ -27,6 +27,7 @@ from harness.plan.batching_file import BatchingParams, write_batching_file
 from harness.plan.spec import LoadKind
 from harness.servers.server_process import ServerProcess, free_port, start_server
 from harness.sweep.load_runner import LoadPlan, run_locust
+from scenarios.arrivals import ArrivalSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "reports" / "bench"
@@ -246,7 +247,7 @@ def locust_run(
         warmup_s=warmup_s,
         window_s=seconds,
         windows=1,
-        arrival=arrival,
+        arrival=ArrivalSpec(arrival),
         payload=payload,
     )
     with tempfile.TemporaryDirectory(prefix="bench-locust-") as tmp:

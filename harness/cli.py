@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="run a sweep spec; results go to reports/RUN-ID")
     sweep.add_argument("spec", nargs="?", help="the sweep spec (YAML)")
-    sweep.add_argument("--preset", help="a shipped spec instead: default or ci")
+    sweep.add_argument("--preset", help="a shipped spec instead: default, ci or bursty")
     sweep.add_argument("--out", help="the run folder (default: reports/<run-id>)")
     sweep.add_argument(
         "--resume", metavar="RUN", help="continue the run in this folder, skipping done points"

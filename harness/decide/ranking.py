@@ -419,6 +419,7 @@ def compare_baselines(
 
 def _same_setting(a: Candidate, b: Candidate, mode: Mode) -> bool:
     same = a.point.replicas == b.point.replicas and a.point.protocol == b.point.protocol
+    same = same and a.point.traffic == b.point.traffic  # gains under the same traffic only
     if mode == "max_rate":
         return same
     return same and a.point.load_kind == b.point.load_kind and a.point.load == b.point.load

@@ -54,9 +54,10 @@ def describe_config(point: Point) -> str:
 
 def describe_load(point: Point) -> str:
     protocol = "gRPC" if point.protocol == "grpc" else "REST"
+    mix = "" if point.traffic.is_default else f", {point.traffic.label(point.load_kind == 'rate')}"
     if point.load_kind == "concurrency":
-        return f"{format_number(point.load)} concurrent {protocol} clients"
-    return f"{format_number(point.load)} req/s offered over {protocol} (open loop)"
+        return f"{format_number(point.load)} concurrent {protocol} clients{mix}"
+    return f"{format_number(point.load)} req/s offered over {protocol} (open loop{mix})"
 
 
 def sentence(rec: Ranked, total_points: int) -> str:

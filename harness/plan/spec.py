@@ -24,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     PrivateAttr,
     ValidationError,
     create_model,
@@ -33,7 +34,9 @@ from pydantic_core import ErrorDetails
 from harness.errors import UserError
 from harness.metrics import METRICS
 from harness.models import zoo as model_zoo
-from harness.plan.batching_fields import AXIS_FIELDS, BatchingField
+from harness.plan.batching_fields import AXIS_FIELDS, MAX_BATCH_SIZE, BatchingField
+from harness.plan.traffic import ONE_ROW, POISSON, Sizes, Traffic, parse_arrival, parse_sizes
+from scenarios.arrivals import ArrivalSpec
 
 # --- field types --------------------------------------------------------------------------------
 
@@ -93,6 +96,12 @@ BatchSizes = Annotated[list[PosInt], AfterValidator(_increasing)]
 Bounds = Annotated[dict[str, float], AfterValidator(_metric_bounds)]
 MetricId = Annotated[str, AfterValidator(_metric_id)]
 ProtocolName = Literal["grpc", "rest"]
+# Request mixes and arrival processes: their own parsers give one clear line per mistake.
+SizesField = Annotated[Sizes, PlainValidator(parse_sizes)]
+OptionalSizes = Annotated[
+    Sizes | None, PlainValidator(lambda value: None if value is None else parse_sizes(value))
+]
+ArrivalAxis = Annotated[list[Annotated[ArrivalSpec, PlainValidator(parse_arrival)]], *_AXIS_RULES]
 
 
 class _Strict(BaseModel):
@@ -130,7 +139,11 @@ class ModelSpec(_Strict):
     # Built-in model options (see `make-model --option`), checked by the model zoo itself.
     options: dict[str, Any] = {}
     signature: str = "serving_default"
-    rows_per_request: PosInt = 1
+    # Rows per request: a number, a range "1-16" or weights {1: 0.7, 4: 0.2, 16: 0.1}.
+    rows_per_request: SizesField = ONE_ROW
+    # The size of the other -1 dimensions (a sequence length), in the same forms; None: the
+    # scenario's default (8).
+    length: OptionalSizes = None
     payload: str | None = None  # .npy/.npz/.json file; default: random data from the metadata
 
     def resolved_options(self) -> dict[str, int | float]:
@@ -254,7 +267,8 @@ class LoadSpec(_Strict):
     ) = None
     rate: Annotated[list[Rate], BeforeValidator(_as_list), AfterValidator(_distinct)] | None = None
     find_max_rate: MaxRateSpec | None = None
-    arrival: Literal["poisson", "constant"] = "poisson"  # open loop only
+    # Open loop only: an axis of arrival processes (poisson | constant | gamma | mmpp).
+    arrival: ArrivalAxis = [POISSON]
     processes: PosInt = 1  # Locust worker processes
 
     @property
@@ -267,6 +281,11 @@ class LoadSpec(_Strict):
         if self.find_max_rate is not None:
             return (self.find_max_rate.start_rps,)
         return tuple(self.concurrency or self.rate or ())
+
+    @property
+    def arrivals(self) -> tuple[ArrivalSpec, ...]:
+        """The arrival axis; a closed loop has none of its own (Poisson stands in, keyless)."""
+        return tuple(self.arrival) if self.kind == "rate" else (POISSON,)
 
 
 class MeasurementSpec(_Strict):
@@ -318,6 +337,13 @@ class SweepSpec(_Strict):
     @property
     def protocols(self) -> tuple[ProtocolName, ...]:
         return ("grpc", "rest") if self.protocol == "both" else (self.protocol,)
+
+    def traffics(self) -> list[Traffic]:
+        """Every traffic the sweep sends: one per arrival process, with the model's mix."""
+        model = self.model
+        return [
+            Traffic(arrival, model.rows_per_request, model.length) for arrival in self.load.arrivals
+        ]
 
     @property
     def as_given(self) -> dict[str, Any]:
@@ -486,6 +512,7 @@ def cross_checks(spec: SweepSpec) -> list[Problem]:
         _check_target,
         _check_model,
         _check_load,
+        _check_traffic,
         _check_measurement,
         _check_matrix,
         _check_objective,
@@ -567,6 +594,29 @@ def _check_load(spec: SweepSpec) -> Iterator[Problem]:
             (
                 f"needs min_rps <= start_rps <= max_rps (got {search.min_rps}, "
                 f"{search.start_rps}, {search.max_rps})"
+            ),
+        )
+
+
+def _check_traffic(spec: SweepSpec) -> Iterator[Problem]:
+    load = spec.load
+    legacy = load.arrival in ([POISSON], [ArrivalSpec("constant")])  # once ignored there
+    if load.kind == "concurrency" and not legacy:
+        yield (
+            "load.arrival",
+            "only for open loop (rate or find_max_rate): closed-loop users send when answered",
+        )
+    largest = spec.model.rows_per_request.largest
+    name = MAX_BATCH_SIZE.name
+    sizes = [size for size in getattr(spec.server.batching, name) if size is not None]
+    sizes += [getattr(r, name) for r in spec.matrix.include if getattr(r, name) is not None]
+    too_small = sorted({size for size in sizes if size < largest})
+    if too_small:
+        yield (
+            "model.rows_per_request",
+            (
+                f"requests of up to {largest} rows are over {name} "
+                f"{', '.join(map(str, too_small))}: the server refuses them"
             ),
         )
 

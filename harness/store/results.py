@@ -41,7 +41,12 @@ class PointResult:
     ``histogram`` is the merged HDR histogram of the used windows, encoded (hdrhistogram's
     ``encode()``), so points can be merged again later; ``telemetry`` is what the server's
     Prometheus metrics said about the measured interval; a failed point keeps its ``reason``
-    and the server's ``log_tail``.
+    and the server's ``log_tail``. ``by_kind`` has the figures of each request kind (model,
+    rows, length, payload: ``{"metrics": {metric ID: value}, "histogram"}``) when the point
+    sent more than one; ``timeline`` one entry per second of each load run (warm-up
+    included: ``run``, ``at_s`` from the first run's start, ``warmup``, and the scenario's
+    ``offered``, ``sent``, ``ok``, ``errors``, ``late``, ``dropped``, ``latency_p50_ms``,
+    ``latency_p99_ms``, ``queue_depth``, ``batch_size_mean``).
     """
 
     point: Point
@@ -55,6 +60,8 @@ class PointResult:
     telemetry: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
     log_tail: str | None = None
+    by_kind: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
     started_at: str | None = None
     finished_at: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.plan.spec import LoadKind
+from harness.plan.traffic import ONE_ROW, POISSON, Sizes, arrival_argv
+from scenarios.arrivals import ArrivalSpec
 from scenarios.recording import Tally
 from scenarios.results import ResultError, figures, load_result
 
@@ -50,9 +52,10 @@ class LoadPlan:
     window_s: float
     windows: int
     signature: str = "serving_default"
-    rows: int = 1
+    rows: Sizes = ONE_ROW  # rows per request: fixed, a range, or weights
+    length: Sizes | None = None  # the other -1 dimensions; None: the scenario's default
     payload: str | None = None
-    arrival: str = "poisson"  # open loop only
+    arrival: ArrivalSpec = POISSON  # open loop only
     processes: int = 1
     seed: int = 0
     scrape_urls: tuple[str, ...] = ()  # Prometheus pages read at every stage boundary
@@ -90,14 +93,17 @@ def locust_argv(plan: LoadPlan, result_file: Path) -> list[str]:
         "--targets", ",".join(plan.targets),
         "--model-name", plan.model_name,
         "--signature", plan.signature,
-        "--rows", str(plan.rows),
+        "--rows", plan.rows.scenario_text(),
         "--seed", str(plan.seed),
         "--stages", ",".join(stages),
         "--result-file", str(result_file),
-        "--arrival", plan.arrival if plan.open_loop else "closed",
     ]  # fmt: skip
     if plan.open_loop:
-        argv += ["--rate", f"{plan.load:g}"]
+        argv += [*arrival_argv(plan.arrival), "--rate", f"{plan.load:g}"]
+    else:
+        argv += ["--arrival", "closed"]
+    if plan.length is not None:
+        argv += ["--fill-dim", plan.length.scenario_text()]
     if plan.payload:
         argv += ["--payload", plan.payload]
     if plan.scrape_urls:

@@ -61,6 +61,13 @@ class Measurement:
     invalid_reasons: list[str] = field(default_factory=list)
     cpu_percent: list[float] = field(default_factory=list)
     runs: int = 0
+    kinds: dict[KindKey, list[dict[str, Any]]] = field(default_factory=dict)  # per run
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # every run's, in order
+    elapsed_s: float = 0.0  # the runs' lengths so far: where the next run's timeline starts
+
+
+# A request kind as the result file's ``by_kind`` names it: model, rows, length, payload.
+KindKey = tuple[str, int, int, str | None]
 
 
 def load_plan(spec: SweepSpec, point: Point, target: RunningTarget, windows: int) -> LoadPlan:
@@ -70,14 +77,15 @@ def load_plan(spec: SweepSpec, point: Point, target: RunningTarget, windows: int
         targets=target.addresses(point.protocol),
         model_name=spec.model.served_name,
         signature=spec.model.signature,
-        rows=spec.model.rows_per_request,
+        rows=point.traffic.rows,
+        length=point.traffic.length,
         payload=str(Path(spec.model.payload).resolve()) if spec.model.payload else None,
         load_kind=point.load_kind,
         load=point.load,
         warmup_s=m.warmup_s,
         window_s=m.window_s,
         windows=windows,
-        arrival=spec.load.arrival,
+        arrival=point.traffic.arrival,
         processes=spec.load.processes,
         seed=spec.seed + point.repeat,
         scrape_urls=tuple(target.metrics),
@@ -114,7 +122,7 @@ def measure_point(
             codes = ", ".join(f"replica {i} exit code {code}" for i, code in died)
             return _failed(point, target, f"server exited during the point ({codes})", started_at)
         before = len(measurement.windows)
-        _add_run(measurement, result, plan, len(target.metrics))
+        add_run(measurement, result, plan, len(target.metrics))
         for i in range(before, len(measurement.windows)):
             if on_window:
                 on_window(i, measurement.windows[i].stage)
@@ -128,7 +136,7 @@ def measure_point(
     return point_result(point, measurement, verdict, started_at)
 
 
-def _add_run(
+def add_run(
     measurement: Measurement, result: Mapping[str, Any], plan: LoadPlan, scraped: int
 ) -> None:
     stages = window_stages(result, plan)
@@ -136,11 +144,58 @@ def _add_run(
     first = len(result.get("stages", [])) - len(stages)
     for offset, stage in enumerate(stages):
         measurement.windows.append(Window(dict(stage), deltas.get(first + offset)))
+    _add_kinds_and_timeline(measurement, result, plan)
     measurement.runs += 1
     measurement.invalid_reasons += [r for r in result.get("invalid_reasons", []) if r]
     cpu = generator_cpu_percent(result, plan.duration_s)
     if cpu is not None:
         measurement.cpu_percent.append(cpu)
+
+
+def _add_kinds_and_timeline(
+    measurement: Measurement, result: Mapping[str, Any], plan: LoadPlan
+) -> None:
+    for entry in result.get("by_kind", []):
+        kind = (entry["model"], entry["rows"], entry["length"], entry.get("payload"))
+        measurement.kinds.setdefault(kind, []).append(dict(entry))
+    seconds = result.get("timeline", [])
+    for entry in seconds:
+        second = entry["second"]
+        measurement.timeline.append(
+            {
+                "run": measurement.runs,
+                "at_s": round(measurement.elapsed_s + second, 3),
+                "warmup": second < plan.warmup_s,
+                **entry,
+            }
+        )
+    measurement.elapsed_s += max(float(len(seconds)), math.ceil(plan.duration_s))
+
+
+def kind_figures(kinds: Mapping[KindKey, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Per request kind, its figures over every measured window of the point (each run's
+    ``by_kind`` added up, histograms merged); empty when only one kind was sent."""
+    if len(kinds) < 2:
+        return []
+    out = []
+    for (model, rows, length, payload), entries in sorted(kinds.items(), key=_kind_order):
+        combined = combine(entries)
+        out.append(
+            {
+                "model": model,
+                "rows": rows,
+                "length": length,
+                "payload": payload,
+                "metrics": metric_figures(combined, None),
+                "histogram": combined["histogram"] or None,
+            }
+        )
+    return out
+
+
+def _kind_order(item: tuple[KindKey, Any]) -> tuple[str, int, int, str]:
+    model, rows, length, payload = item[0]
+    return (model, rows, length, payload or "")
 
 
 def stage_deltas(result: Mapping[str, Any], replicas: int) -> dict[int, list[telemetry.Samples]]:
@@ -187,6 +242,8 @@ def point_result(
         valid=not measurement.invalid_reasons,
         invalid_reasons=sorted(set(measurement.invalid_reasons)),
         telemetry={} if server is None else server[0],
+        by_kind=kind_figures(measurement.kinds),
+        timeline=measurement.timeline,
         started_at=started_at,
         finished_at=timestamp(),
         extra={"locust_runs": measurement.runs, "locust": _locust_figures(used)},

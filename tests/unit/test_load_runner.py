@@ -7,6 +7,7 @@ import pytest
 from harness.sweep.load_runner import LoadPlan, combine, locust_argv, metric_figures, window_stages
 from harness.sweep.measure import stage_deltas
 from harness.sweep.telemetry import REQUEST_COUNT, total
+from scenarios.arrivals import ArrivalSpec
 from scenarios.recording import Tally, encode_histogram
 
 
@@ -39,7 +40,13 @@ def test_closed_loop_run_is_a_warmup_stage_then_equal_windows(tmp_path):
 
 
 def test_open_loop_run_carries_the_rate_in_every_stage(tmp_path):
-    p = plan(load_kind="rate", load=750, arrival="constant", processes=2, scrape_urls=("u1", "u2"))
+    p = plan(
+        load_kind="rate",
+        load=750,
+        arrival=ArrivalSpec("constant"),
+        processes=2,
+        scrape_urls=("u1", "u2"),
+    )
     argv = locust_argv(p, tmp_path / "r.json")
     assert p.users == 8  # one arrival stream per 100 requests/s
     assert option(argv, "--stages").split(",")[1] == "1500ms:8:750"
