@@ -102,6 +102,12 @@ def type_name(name: str) -> str:
     return _TF_TYPE_NAMES.get(name, name)
 
 
+def _type_of(info: TensorInfo) -> str:
+    """The DataTypeString() of a signature input (inputs always have a dtype)."""
+    assert info.dtype is not None, f"input {info.alias} has no dtype"
+    return type_name(info.dtype.name)
+
+
 # -- parsing -------------------------------------------------------------------------------------
 
 # Python's json messages → rapidjson's GetParseError_En(), which TF Serving reports.
@@ -294,7 +300,7 @@ def _fast_array(value: Any, info: TensorInfo) -> np.ndarray | None:
         return _fast_float(array, target) if kind in "if" and target in _MAX_DIGITS10 else None
     if kind != "i":
         return None  # floats for an integer input are a type error; let the careful path say so
-    bounds = _INT_TENSOR_TYPES.get(type_name(info.dtype.name))
+    bounds = _INT_TENSOR_TYPES.get(_type_of(info))
     if bounds is None:
         return None  # a type JSON cannot carry (e.g. uint16): the careful path says so
     low, high = bounds
@@ -392,7 +398,7 @@ def _add_instance_item(
     shape = dense_shape(value)
     check_shape(infos[alias], [1, *shape])  # before the walk, whose depth is the rank
     before = len(builder.values)
-    _fill_values(value, 0, shape, type_name(infos[alias].dtype.name), builder.values)
+    _fill_values(value, 0, shape, _type_of(infos[alias]), builder.values)
     size = len(builder.values) - before
     if builder.item_shape is None:
         builder.item_shape, builder.item_size = shape, size
@@ -426,7 +432,7 @@ def _careful_tensor(value: Any, info: TensorInfo) -> np.ndarray:
     shape = dense_shape(value)
     check_shape(info, shape)  # before the walk, whose depth is the rank
     values: list[Any] = []
-    _fill_values(value, 0, shape, type_name(info.dtype.name), values)
+    _fill_values(value, 0, shape, _type_of(info), values)
     return _to_array(values, shape, info)
 
 
@@ -863,7 +869,7 @@ def _container_parts(value: dict | list, depth: int) -> list[Any]:
     """A non-empty container as text pieces and (member, depth) pairs, in writing order."""
     inner = " " * 4 * (depth + 1)
     is_object = isinstance(value, dict)
-    members = value.items() if is_object else ((None, v) for v in value)
+    members = value.items() if isinstance(value, dict) else ((None, v) for v in value)
     parts: list[Any] = ["{\n" if is_object else "[\n"]
     for index, (key, member) in enumerate(members):
         name = _json_string(key) + ": " if is_object else ""

@@ -25,9 +25,8 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-
-TensorProto = tensor_pb2.TensorProto
+from tensorflow.core.framework import tensor_shape_pb2, types_pb2
+from tensorflow.core.framework.tensor_pb2 import TensorProto
 
 # TensorShape::MaxDimensions() in TensorFlow.
 MAX_DIMENSIONS = 254
