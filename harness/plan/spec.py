@@ -31,6 +31,7 @@ from pydantic import (
 from harness.errors import UserError
 from harness.metrics import METRICS
 from harness.models import zoo as model_zoo
+from harness.plan.placement import parse_cpus
 
 # --- field types --------------------------------------------------------------------------------
 
@@ -224,7 +225,14 @@ class LoadSpec(_Strict):
     rate: Annotated[list[Rate], BeforeValidator(_as_list), AfterValidator(_distinct)] | None = None
     find_max_rate: MaxRateSpec | None = None
     arrival: Literal["poisson", "constant"] = "poisson"  # open loop only
-    processes: PosInt = 1  # Locust worker processes
+    # Locust worker processes; auto: one, and one per generator core for a point that came
+    # back generator-bound (harness.sweep.measure).
+    processes: PosInt | Literal["auto"] = "auto"
+
+    @property
+    def fixed_processes(self) -> int | None:
+        """The process count the spec fixes; None for ``auto``."""
+        return None if self.processes == "auto" else self.processes
 
     @property
     def kind(self) -> LoadKind:
@@ -236,6 +244,36 @@ class LoadSpec(_Strict):
     def values(self) -> tuple[float, ...]:
         """The grid's load values (users or req/s); empty for a max-rate search."""
         return tuple(self.concurrency or self.rate or ())
+
+
+def _cpu_list(value: Any) -> Any:
+    try:
+        return parse_cpus(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(str(exc)) from None
+
+
+CpuList = Annotated[tuple[int, ...], BeforeValidator(_cpu_list)]
+
+
+def _placement_form(value: Any) -> Any:
+    """``placement: auto`` / ``none`` is short for ``{mode: ...}``; CPU lists alone mean
+    ``mode: cpus``."""
+    if isinstance(value, str):
+        return {"mode": value}
+    if isinstance(value, dict) and "mode" not in value and {"servers", "generator"} & set(value):
+        return {**value, "mode": "cpus"}
+    return value
+
+
+class PlacementSpec(_Strict):
+    """Which cores the server replicas and the load generator run on (harness.plan.placement):
+    ``auto`` disjoint sets sized from the machine, ``none`` wherever the OS puts them, or
+    ``cpus`` with both lists given (``"0-2"``, ``[0, 1]``)."""
+
+    mode: Literal["auto", "none", "cpus"] = "auto"
+    servers: CpuList | None = None
+    generator: CpuList | None = None
 
 
 class MeasurementSpec(_Strict):
@@ -274,6 +312,7 @@ class SweepSpec(_Strict):
     server: ServerSpec = ServerSpec()
     matrix: MatrixSpec = MatrixSpec()
     load: LoadSpec
+    placement: Annotated[PlacementSpec, BeforeValidator(_placement_form)] = PlacementSpec()
     protocol: Literal["grpc", "rest", "both"] = "grpc"
     measurement: MeasurementSpec = MeasurementSpec()
     repeats: PosInt = 1
@@ -455,6 +494,7 @@ def cross_checks(spec: SweepSpec) -> list[Problem]:
         _check_target,
         _check_model,
         _check_load,
+        _check_placement,
         _check_measurement,
         _check_matrix,
         _check_objective,
@@ -540,6 +580,17 @@ def _check_load(spec: SweepSpec) -> Iterator[Problem]:
         )
 
 
+def _check_placement(spec: SweepSpec) -> Iterator[Problem]:
+    placement = spec.placement
+    given = [k for k in ("servers", "generator") if getattr(placement, k) is not None]
+    if placement.mode == "cpus" and len(given) < 2:
+        yield "placement", "mode cpus needs both servers and generator CPU lists"
+    elif placement.mode != "cpus" and given:
+        yield f"placement.{given[0]}", f"CPU lists only with mode cpus (got mode {placement.mode})"
+    if placement.servers is not None and spec.target.kind == "external":
+        yield "placement.servers", "kind external: the harness does not start the server"
+
+
 def _check_measurement(spec: SweepSpec) -> Iterator[Problem]:
     m = spec.measurement
     if m.max_windows < m.stable_windows:
@@ -599,6 +650,7 @@ __all__ = [
     "MeasurementSpec",
     "ModelSpec",
     "Objective",
+    "PlacementSpec",
     "RecommendSpec",
     "ServerSpec",
     "SweepSpec",

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.servers.server_process import child_argv
 from scenarios.recording import Tally
-from scenarios.results import ResultError, figures, load_result
+from scenarios.results import MAX_CPU_PERCENT, ResultError, figures, load_result
 
 SCENARIOS_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 SCENARIO_FILES = {"grpc": "tfserving_grpc.py", "rest": "tfserving_rest.py"}
@@ -55,6 +56,7 @@ class LoadPlan:
     processes: int = 1
     seed: int = 0
     scrape_urls: tuple[str, ...] = ()  # Prometheus pages read at every stage boundary
+    cpus: tuple[int, ...] = ()  # the generator's CPU set; empty: anywhere
 
     @property
     def open_loop(self) -> bool:
@@ -114,7 +116,7 @@ def run_locust(plan: LoadPlan, result_file: Path, *, grace_s: float = 60.0) -> d
     argv = locust_argv(plan, result_file)
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
     with subprocess.Popen(
-        argv,
+        child_argv(argv, plan.cpus, die_with_parent=False),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -188,3 +190,30 @@ def generator_cpu_percent(result: Mapping[str, Any], wall_s: float) -> float | N
         return max(percents)
     seconds = result.get("generator", {}).get("cpu_seconds")
     return 100.0 * seconds / wall_s if seconds and wall_s > 0 else None
+
+
+def generator_cores_used(result: Mapping[str, Any]) -> float | None:
+    """The load processes' CPU use together over the run, in cores (1.0 = one core busy)."""
+    processes = result.get("generator", {}).get("processes", {})
+    percents = [p["cpu_percent"] for p in processes.values() if p.get("cpu_percent") is not None]
+    return sum(percents) / 100.0 if percents else None
+
+
+def generator_bound(result: Mapping[str, Any], plan: LoadPlan, machine_cores: int) -> str | None:
+    """Why the run's throughput was limited by the generator, or None: its processes used
+    more than Locust's CPU warning threshold of what they can use on their CPU set (one core
+    per process at most, and no more than the set has)."""
+    used = generator_cores_used(result)
+    if used is None:
+        return None
+    cores = len(plan.cpus) or machine_cores
+    capacity = float(min(plan.processes, max(1, cores)))
+    share = used / capacity
+    if share * 100.0 <= MAX_CPU_PERCENT:
+        return None
+    where = f"CPUs {','.join(map(str, plan.cpus))}" if plan.cpus else f"{cores} CPU(s), unpinned"
+    return (
+        f"generator-bound: {plan.processes} load process(es) used {share:.0%} of what they "
+        f"can use on {where} (limit {MAX_CPU_PERCENT:g}%): the point measured the generator, "
+        "not the server"
+    )

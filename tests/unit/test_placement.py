@@ -1,0 +1,166 @@
+"""CPU placement planning: machine cores, replicas, generator processes → CPU sets."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import UserError
+from harness.plan.placement import (
+    Placement,
+    format_cpus,
+    more_processes,
+    parse_cpus,
+    plan_placement,
+    split_cores,
+)
+from harness.plan.spec import validate_spec
+
+BASE = {"model": {"builtin": "mlp"}, "load": {"concurrency": [8]}}
+
+
+def test_two_cores_auto_gives_one_core_to_the_server_and_one_to_the_generator():
+    placement = plan_placement((0, 1), 1)
+    assert placement.replicas == ((0,),)
+    assert placement.generator == (1,)
+    assert not placement.shared
+    assert placement.threads(0) == 1
+
+
+def test_two_cores_two_replicas_share_the_server_core():
+    placement = plan_placement((0, 1), 2)
+    assert placement.replicas == ((0,), (0,))
+    assert placement.generator == (1,)
+    assert placement.replicas_share_cores and not placement.shared
+    assert [placement.threads(i) for i in range(2)] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("cores", "replicas", "processes", "expected_replicas", "expected_generator"),
+    [
+        (8, 1, None, ((0, 1, 2, 3),), (4, 5, 6, 7)),
+        (8, 2, None, ((0, 1), (2, 3)), (4, 5, 6, 7)),
+        (8, 3, None, ((0, 1), (2,), (3,)), (4, 5, 6, 7)),
+        (8, 2, 1, ((0, 1, 2, 3), (4, 5, 6)), (7,)),
+        (8, 1, 2, ((0, 1, 2, 3, 4, 5),), (6, 7)),
+        (3, 1, None, ((0, 1),), (2,)),
+        (4, 4, None, ((0,), (1,), (0,), (1,)), (2, 3)),
+    ],
+)
+def test_auto_sizes_disjoint_sets_from_the_machine(
+    cores, replicas, processes, expected_replicas, expected_generator
+):
+    placement = plan_placement(range(cores), replicas, generator_processes=processes)
+    assert placement.replicas == expected_replicas
+    assert placement.generator == expected_generator
+    assert not set(placement.servers) & set(placement.generator)
+    assert set(placement.servers) | set(placement.generator) == set(range(cores))
+
+
+def test_one_core_cannot_separate_them():
+    placement = plan_placement((3,), 2)
+    assert placement.replicas == ((3,), (3,))
+    assert placement.generator == (3,)
+    assert placement.shared
+
+
+def test_none_pins_nothing_and_shares_everything():
+    placement = plan_placement((0, 1), 2, mode="none")
+    assert placement.replicas == () and placement.generator == ()
+    assert placement.threads(0) is None
+    assert placement.shared
+
+
+def test_explicit_sets_are_split_between_replicas():
+    placement = plan_placement(range(4), 2, mode="cpus", servers=(0, 1, 2), generator=(3,))
+    assert placement.replicas == ((0, 1), (2,))
+    assert placement.generator == (3,)
+    overlapping = plan_placement(range(4), 1, mode="cpus", servers=(0, 1), generator=(1,))
+    assert overlapping.shared
+
+
+def test_external_target_places_only_the_generator():
+    placement = plan_placement((0, 1), 1, start_servers=False)
+    assert placement.replicas == () and placement.generator == (0, 1)
+    assert not placement.shared
+
+
+def test_machine_order_and_duplicates_do_not_matter():
+    assert plan_placement((1, 0, 1), 1) == plan_placement((0, 1), 1)
+
+
+def test_more_processes_only_while_generator_cores_remain():
+    assert more_processes(plan_placement((0, 1), 1), 1) is None
+    assert more_processes(plan_placement(range(8), 1), 1) == 4
+    assert more_processes(plan_placement(range(8), 1), 4) is None
+    assert more_processes(plan_placement((0, 1), 1, mode="none"), 1) == 2
+
+
+def test_split_cores():
+    assert split_cores((0, 1, 2, 3, 4), 2) == ((0, 1, 2), (3, 4))
+    assert split_cores((5,), 3) == ((5,), (5,), (5,))
+    assert split_cores((), 2) == ()
+
+
+def test_record_uses_taskset_lists():
+    record = plan_placement(range(6), 2).as_dict()
+    assert record == {
+        "mode": "auto",
+        "machine": "0-5",
+        "servers": "0-2",
+        "replicas": ["0-1", "2"],
+        "generator": "3-5",
+        "shared": False,
+    }
+    assert Placement("none", (0, 1)).as_dict()["servers"] is None
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("0-3,6", (0, 1, 2, 3, 6)), ("2", (2,)), (1, (1,)), ([3, 1, 1], (1, 3)), (" 0 , 2", (0, 2))],
+)
+def test_parse_cpus(given, expected):
+    assert parse_cpus(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "a", "3-1", "1-", [], [-1], [True], "0,,1"])
+def test_parse_cpus_refuses(bad):
+    with pytest.raises(ValueError):
+        parse_cpus(bad)
+
+
+def test_format_cpus():
+    assert format_cpus((0, 1, 2, 5, 7, 8)) == "0-2,5,7-8"
+    assert format_cpus(()) == ""
+
+
+# --- the spec section ---------------------------------------------------------------------------
+
+
+def test_spec_placement_defaults_to_auto_and_takes_short_forms():
+    assert validate_spec(BASE).placement.mode == "auto"
+    assert validate_spec({**BASE, "placement": "none"}).placement.mode == "none"
+    explicit = validate_spec({**BASE, "placement": {"servers": "0-2", "generator": [3]}})
+    assert explicit.placement.mode == "cpus"
+    assert explicit.placement.servers == (0, 1, 2) and explicit.placement.generator == (3,)
+
+
+@pytest.mark.parametrize(
+    ("placement", "message"),
+    [
+        ("sometimes", "placement.mode: must be 'auto', 'none' or 'cpus'"),
+        ({"servers": "0-1"}, "placement: mode cpus needs both servers and generator"),
+        ({"mode": "auto", "generator": "1"}, "placement.generator: CPU lists only with mode cpus"),
+        ({"servers": "x", "generator": "1"}, "placement.servers: expected a CPU list"),
+        ({"cores": 2}, "placement.cores: unknown key; valid keys: mode, servers, generator"),
+    ],
+)
+def test_spec_placement_problems_are_named(placement, message):
+    with pytest.raises(UserError) as caught:
+        validate_spec({**BASE, "placement": placement})
+    assert message in str(caught.value)
+
+
+def test_processes_auto_is_the_default():
+    assert validate_spec(BASE).load.fixed_processes is None
+    spec = validate_spec({**BASE, "load": {"concurrency": [8], "processes": 3}})
+    assert spec.load.fixed_processes == 3
