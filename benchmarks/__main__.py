@@ -26,6 +26,7 @@ BENCHMARKS = (
     "truth_synthetic",
     "stall",
     "wrk_check",
+    "h2load_check",
     "sweep_wall_time",
     "repeatability",
 )

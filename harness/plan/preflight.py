@@ -8,12 +8,13 @@ shown first, whatever the findings.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from harness.errors import UserError
 from harness.plan.batching_file import BatchingParams
+from harness.plan.placement import Placement, format_cpus
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
 
@@ -90,9 +91,13 @@ def estimate_duration(
 
 
 def check(
-    spec: SweepSpec, points: Sequence[Point], estimate: TimeEstimate | None = None
+    spec: SweepSpec,
+    points: Sequence[Point],
+    estimate: TimeEstimate | None = None,
+    placements: Mapping[int, Placement] | None = None,
 ) -> list[Finding]:
-    """Every warning and refusal for running ``points`` of ``spec``."""
+    """Every warning and refusal for running ``points`` of ``spec``; ``placements`` (CPU sets
+    per replica count on this machine) adds the placement checks."""
     estimate = estimate or estimate_duration(spec, points)
     batched = _distinct_servers(points)
     return [
@@ -100,6 +105,7 @@ def check(
         *_batches_cannot_fill(points),
         *_allowed_sizes(batched),
         *_duration(estimate, spec.max_duration_s),
+        *_placement(spec, placements or {}),
     ]
 
 
@@ -210,3 +216,68 @@ def _duration(estimate: TimeEstimate, limit_s: float | None) -> Iterator[Finding
                 "points need more windows to become stable"
             ),
         )
+
+
+# What sharing the cores cost, measured on 2 cores (mlp, 16 clients, batching off): our
+# throughput over an independent C client's (h2load) with the server and generator unpinned.
+SHARED_COST = "on 2 cores an unpinned sweep measured 0.59-0.69 of what h2load saw (README)"
+
+
+def _placement(spec: SweepSpec, placements: Mapping[int, Placement]) -> Iterator[Finding]:
+    if spec.target.kind == "external" or not placements:
+        return
+    any_placement = next(iter(placements.values()))
+    machine = set(any_placement.machine)
+    yield from _cpus_exist(spec, machine)
+    if any_placement.mode == "none":
+        yield Finding(
+            "warning",
+            "placement_none",
+            (
+                f"placement none: the servers and the load generator share all {len(machine)} "
+                f"cores, so the generator's CPU is taken from the server's ({SHARED_COST})"
+            ),
+        )
+        return
+    yield from _shared_cores(placements)
+
+
+def _cpus_exist(spec: SweepSpec, machine: set[int]) -> Iterator[Finding]:
+    for name in ("servers", "generator"):
+        cpus = getattr(spec.placement, name) or ()
+        if missing := sorted(set(cpus) - machine):
+            yield Finding(
+                "refusal",
+                "placement_cpus",
+                (
+                    f"placement.{name}: CPU(s) {format_cpus(missing)} are not usable here; "
+                    f"usable CPUs: {format_cpus(machine)}"
+                ),
+            )
+
+
+def _shared_cores(placements: Mapping[int, Placement]) -> Iterator[Finding]:
+    shared = [p for p in placements.values() if p.shared]
+    if shared:
+        yield Finding(
+            "warning",
+            "placement_shared",
+            (
+                f"only {len(shared[0].machine)} usable core(s) for servers "
+                f"({shared[0].as_dict()['servers']}) and generator "
+                f"({shared[0].as_dict()['generator']}): they cannot be separated and compete "
+                f"for CPU ({SHARED_COST})"
+            ),
+        )
+    for replicas, placement in sorted(placements.items()):
+        if placement.replicas_share_cores:
+            yield Finding(
+                "warning",
+                "replicas_share_cores",
+                (
+                    f"{replicas} replicas on {len(placement.servers)} server core(s) "
+                    f"({format_cpus(placement.servers)}): replicas share cores, one TF thread "
+                    "per pool each; those points show what extra processes cost on the same "
+                    "cores, not how replicas scale"
+                ),
+            )

@@ -390,6 +390,21 @@ def validate_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     return spec
 
 
+def with_placement(
+    spec: SweepSpec,
+    mode: str | None = None,
+    servers: str | None = None,
+    generator: str | None = None,
+) -> SweepSpec:
+    """``spec`` with its placement replaced by command-line choices (validated as if written
+    in the spec, and recorded as given); ``spec`` itself when nothing is chosen."""
+    if mode is None and servers is None and generator is None:
+        return spec
+    placement: dict[str, Any] = {"mode": mode or ("cpus" if servers or generator else "auto")}
+    placement.update({k: v for k, v in (("servers", servers), ("generator", generator)) if v})
+    return validate_spec({**spec.as_given, "placement": placement}, spec.source)
+
+
 def _raise_problems(source: str, problems: list[str]) -> None:
     if problems:
         lines = "\n".join(f"  {problem}" for problem in problems)
@@ -661,4 +676,5 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "validate_spec",
+    "with_placement",
 ]

@@ -96,6 +96,7 @@ def report_data(files: RunFiles) -> dict[str, Any]:
         "max_rate": _max_rate_rows(context),
         "comparison": _comparison(files.compare),
         "environment": files.run_info.get("environment") or {},
+        "placement": placement_section(files.run_info),
         "spec": files.run_info.get("spec") or {},
         "spec_yaml": yaml.safe_dump(files.run_info.get("spec") or {}, sort_keys=False),
     }
@@ -673,6 +674,28 @@ def _run_section(files: RunFiles) -> dict[str, Any]:
         "interrupted": info.get("interrupted"),
         "spec_source": info.get("spec_source"),
     }
+
+
+def placement_section(run_info: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The CPU placement of servers and load generator (run.json's environment), one row
+    per replica count; None for runs that did not record one."""
+    placement = (run_info.get("environment") or {}).get("placement")
+    if not placement:
+        return None
+    rows = [
+        {
+            "replicas": int(replicas),
+            "servers": " | ".join(entry.get("replicas") or []) or "any CPU",
+            "generator": entry.get("generator") or "any CPU",
+            "shared": entry.get("shared"),
+        }
+        for replicas, entry in sorted(placement.get("by_replicas", {}).items(), key=_int_key)
+    ]
+    return {"mode": placement.get("mode"), "machine": placement.get("machine"), "rows": rows}
+
+
+def _int_key(item: tuple[str, Any]) -> int:
+    return int(item[0])
 
 
 def _counts(files: RunFiles, context: _Context) -> dict[str, int]:
