@@ -50,6 +50,7 @@ from harness.plan.placement import Placement, plan_placement
 from harness.servers.replicas import PROMETHEUS_PATH
 from harness.servers.server_process import ServerProcess, child_argv
 from harness.servers.targets import machine_cpus
+from harness.sweep.load_runner import generator_runnable_percent
 from scenarios.tfs_wire import PREDICT_METHOD, model_spec, predict_request_bytes
 
 USERS = 16
@@ -181,6 +182,7 @@ def run_ours(server: ServerProcess, protocol: str, cpus: Sequence[int]) -> dict[
         "generator_cpu_percent": max(
             (p.get("cpu_percent") or 0.0 for p in generator["processes"].values()), default=None
         ),
+        "generator_runnable_percent": generator_runnable_percent(run["result"]),
     }
 
 
@@ -260,12 +262,14 @@ def setup_name(protocol: str, batching: bool, mode: str) -> str:
 
 
 def setup_rows(name: str, mode: str, figures: dict[str, Any]) -> list[BenchResult]:
-    ours, cpu = figures["ours"], [r["generator_cpu_percent"] for r in figures["ours"]]
+    ours = figures["ours"]
+    cpu = [f"{r['generator_cpu_percent'] or 0:.0f}%" for r in ours]
+    runnable = [f"{r['generator_runnable_percent'] or 0:.0f}%" for r in ours]
     notes = (
         f"ours {figures['ours_rps'] or 0:,.0f} req/s, h2load {figures['h2load_rps'] or 0:,.0f} "
         f"req/s (server-counted OK); p50 ours {figures['ours_p50_ms'] or 0:.2f} ms, h2load "
-        f"{figures['h2load_p50_ms'] or 0:.2f} ms; our generator at "
-        f"{', '.join(f'{c:.0f}%' for c in cpu if c)} of its cores; "
+        f"{figures['h2load_p50_ms'] or 0:.2f} ms; our generator used {', '.join(cpu)} of a "
+        f"core, runnable {', '.join(runnable)} of the time; "
         f"servers on {figures['placement']['servers'] or 'any CPU'}, generators on "
         f"{figures['placement']['generator'] or 'any CPU'}; "
         f"valid: {', '.join(str(r['valid']) for r in ours)}"

@@ -598,12 +598,15 @@ def _check_load(spec: SweepSpec) -> Iterator[Problem]:
 def _check_placement(spec: SweepSpec) -> Iterator[Problem]:
     placement = spec.placement
     given = [k for k in ("servers", "generator") if getattr(placement, k) is not None]
-    if placement.mode == "cpus" and len(given) < 2:
-        yield "placement", "mode cpus needs both servers and generator CPU lists"
-    elif placement.mode != "cpus" and given:
-        yield f"placement.{given[0]}", f"CPU lists only with mode cpus (got mode {placement.mode})"
-    if placement.servers is not None and spec.target.kind == "external":
+    external = spec.target.kind == "external"
+    if placement.mode != "cpus":
+        if given:
+            yield f"placement.{given[0]}", f"CPU lists only with mode cpus (got {placement.mode})"
+    elif external and placement.servers is not None:
         yield "placement.servers", "kind external: the harness does not start the server"
+    elif placement.generator is None or not (external or placement.servers is not None):
+        needs = "the generator CPU list" if external else "both servers and generator CPU lists"
+        yield "placement", f"mode cpus needs {needs}"
 
 
 def _check_measurement(spec: SweepSpec) -> Iterator[Problem]:

@@ -199,21 +199,40 @@ def generator_cores_used(result: Mapping[str, Any]) -> float | None:
     return sum(percents) / 100.0 if percents else None
 
 
+def generator_runnable_percent(result: Mapping[str, Any]) -> float | None:
+    """The highest share of the run (%) any load-generating process was runnable."""
+    processes = result.get("generator", {}).get("processes", {})
+    shares = [
+        info["runnable_percent"]
+        for name, info in processes.items()
+        if name != "master" and info.get("runnable_percent") is not None
+    ]
+    return max(shares, default=None)
+
+
 def generator_bound(result: Mapping[str, Any], plan: LoadPlan, machine_cores: int) -> str | None:
-    """Why the run's throughput was limited by the generator, or None: its processes used
-    more than Locust's CPU warning threshold of what they can use on their CPU set (one core
-    per process at most, and no more than the set has)."""
-    used = generator_cores_used(result)
-    if used is None:
-        return None
+    """Why the run's throughput was limited by the generator, or None.
+
+    Two signs, each against Locust's CPU warning threshold: the processes used nearly all the
+    CPU they can use on their set (one core per process at most, no more than the set has),
+    or one of them was runnable (on a CPU or queued for one) nearly all the time, which also
+    catches a generator whose CPU was taken by other processes on its cores.
+    """
     cores = len(plan.cpus) or machine_cores
-    capacity = float(min(plan.processes, max(1, cores)))
-    share = used / capacity
-    if share * 100.0 <= MAX_CPU_PERCENT:
-        return None
     where = f"CPUs {','.join(map(str, plan.cpus))}" if plan.cpus else f"{cores} CPU(s), unpinned"
-    return (
-        f"generator-bound: {plan.processes} load process(es) used {share:.0%} of what they "
-        f"can use on {where} (limit {MAX_CPU_PERCENT:g}%): the point measured the generator, "
-        "not the server"
-    )
+    used = generator_cores_used(result)
+    capacity = float(min(plan.processes, max(1, cores)))
+    if used is not None and 100.0 * used / capacity > MAX_CPU_PERCENT:
+        return (
+            f"generator-bound: {plan.processes} load process(es) used {used / capacity:.0%} of "
+            f"the CPU they can use on {where} (limit {MAX_CPU_PERCENT:g}%): the point measured "
+            "the generator, not the server"
+        )
+    runnable = generator_runnable_percent(result)
+    if runnable is not None and runnable > MAX_CPU_PERCENT:
+        return (
+            f"generator-bound: a load process was runnable {runnable:.0f}% of the time on "
+            f"{where} (limit {MAX_CPU_PERCENT:g}%), using {100 * (used or 0):.0f}% of a core: it "
+            "was short of CPU, so the point measured the generator, not the server"
+        )
+    return None

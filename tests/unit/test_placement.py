@@ -164,3 +164,17 @@ def test_processes_auto_is_the_default():
     assert validate_spec(BASE).load.fixed_processes is None
     spec = validate_spec({**BASE, "load": {"concurrency": [8], "processes": 3}})
     assert spec.load.fixed_processes == 3
+
+
+def test_external_target_takes_a_generator_set_only():
+    external = {
+        **BASE,
+        "target": {"kind": "external", "endpoints": [{"grpc": "127.0.0.1:8500"}]},
+        "model": {"name": "mlp"},
+    }
+    spec = validate_spec({**external, "placement": {"generator": "1"}})
+    assert spec.placement.mode == "cpus" and spec.placement.servers is None
+    with pytest.raises(UserError, match="kind external: the harness does not start the server"):
+        validate_spec({**external, "placement": {"servers": "0", "generator": "1"}})
+    with pytest.raises(UserError, match="mode cpus needs the generator CPU list"):
+        validate_spec({**external, "placement": {"mode": "cpus"}})
