@@ -178,3 +178,65 @@ def test_external_target_takes_a_generator_set_only():
         validate_spec({**external, "placement": {"servers": "0", "generator": "1"}})
     with pytest.raises(UserError, match="mode cpus needs the generator CPU list"):
         validate_spec({**external, "placement": {"mode": "cpus"}})
+
+
+def test_command_line_placement_replaces_the_spec_and_is_recorded_as_given():
+    from harness.plan.spec import with_placement
+
+    spec = validate_spec({**BASE, "placement": "none"})
+    assert with_placement(spec) is spec
+    auto = with_placement(spec, "auto")
+    assert auto.placement.mode == "auto" and auto.as_given["placement"] == {"mode": "auto"}
+    cpus = with_placement(spec, None, "0", "1")
+    assert (cpus.placement.mode, cpus.placement.servers, cpus.placement.generator) == (
+        "cpus",
+        (0,),
+        (1,),
+    )
+    with pytest.raises(UserError, match="placement: mode cpus needs both"):
+        with_placement(spec, None, "0")
+
+
+def test_run_json_records_the_sets_per_replica_count_and_the_report_shows_them():
+    from harness.report.data import placement_section
+    from harness.sweep.loop import placement_environment
+
+    placements = {r: plan_placement((0, 1), r) for r in (1, 2)}
+    environment = placement_environment(placements)
+    assert environment == {
+        "mode": "auto",
+        "machine": "0-1",
+        "by_replicas": {
+            "1": {"replicas": ["0"], "generator": "1", "shared": False},
+            "2": {"replicas": ["0", "0"], "generator": "1", "shared": False},
+        },
+    }
+    section = placement_section({"environment": {"placement": environment}})
+    assert section == {
+        "mode": "auto",
+        "machine": "0-1",
+        "rows": [
+            {"replicas": 1, "servers": "0", "generator": "1", "shared": False},
+            {"replicas": 2, "servers": "0 | 0", "generator": "1", "shared": False},
+        ],
+    }
+    assert placement_section({"environment": {}}) is None
+    unpinned = placement_environment({1: plan_placement((0, 1), 1, mode="none")})
+    row = placement_section({"environment": {"placement": unpinned}})["rows"][0]  # type: ignore[index]
+    assert row == {"replicas": 1, "servers": "any CPU", "generator": "any CPU", "shared": True}
+
+
+def test_serve_placement():
+    from harness.servers.serve import describe_placement, serve_placement
+
+    assert serve_placement(2, None, None, (0, 1)) is None
+    assert serve_placement(2, "none", None, (0, 1)) is None
+    auto = serve_placement(1, "auto", None, (0, 1, 2, 3))
+    assert auto is not None and auto.replicas == ((0, 1),) and auto.generator == (2, 3)
+    assert "load generator cpus: 2-3 (e.g. taskset -c 2-3 locust ...)" in describe_placement(auto)
+    given = serve_placement(2, None, "1-2", (0, 1, 2, 3))
+    assert given is not None and given.replicas == ((1,), (2,)) and given.generator == (0, 3)
+    with pytest.raises(UserError, match="--server-cpus: CPU\\(s\\) 9 not usable: 0-3"):
+        serve_placement(1, None, "9", (0, 1, 2, 3))
+    with pytest.raises(UserError, match="--placement cpus needs --server-cpus"):
+        serve_placement(1, "cpus", None, (0, 1))
