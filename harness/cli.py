@@ -39,7 +39,7 @@ def _parse_option(text: str) -> tuple[str, str]:
 def _demo(args: argparse.Namespace) -> int:
     from harness.demo import run_demo
 
-    run_demo(Path(args.out))
+    run_demo(Path(args.out), placement=(args.placement, args.server_cpus, args.generator_cpus))
     return 0
 
 
@@ -71,7 +71,9 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
 
-def _add_placement_options(parser: argparse.ArgumentParser, default: str) -> None:
+def _add_placement_options(
+    parser: argparse.ArgumentParser, default: str, *, generator: bool = True
+) -> None:
     parser.add_argument(
         "--placement",
         choices=("auto", "none", "cpus"),
@@ -80,6 +82,12 @@ def _add_placement_options(parser: argparse.ArgumentParser, default: str) -> Non
     parser.add_argument(
         "--server-cpus", metavar="LIST", help="the servers' CPUs, e.g. 0-2 (implies cpus)"
     )
+    if generator:
+        parser.add_argument(
+            "--generator-cpus",
+            metavar="LIST",
+            help="the load generator's CPUs, e.g. 3 (implies cpus)",
+        )
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -277,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run the default sweep on the built-in mlp model and write its report"
     )
     demo.add_argument("--out", default="reports", help="where models and runs are written")
+    _add_placement_options(demo, "auto")
     demo.set_defaults(run=_demo)
 
     sweep = commands.add_parser("sweep", help="run a sweep spec; results go to reports/RUN-ID")
@@ -288,9 +297,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--no-report", action="store_true", help="do not write report.html")
     _add_placement_options(sweep, "the spec's placement, else auto")
-    sweep.add_argument(
-        "--generator-cpus", metavar="LIST", help="the load generator's CPUs, e.g. 3 (implies cpus)"
-    )
     sweep.set_defaults(run=_sweep)
 
     serve = commands.add_parser(
@@ -305,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--replicas", type=int, default=1)
     serve.add_argument("--ready-timeout", type=float, default=120.0, help="seconds")
-    _add_placement_options(serve, "none; auto keeps cores free for a load generator")
+    _add_placement_options(
+        serve, "none; auto keeps cores free for a load generator", generator=False
+    )
     # Every other argument is a reference-server flag (--model_name=m ...): see main().
     serve.set_defaults(run=_serve, takes_server_flags=True)
 

@@ -72,7 +72,7 @@ class Measurement:
     cpu_percent: list[float] = field(default_factory=list)
     runs: int = 0
     processes: int = 1
-    generator_bound: list[str] = field(default_factory=list)  # from runs that were set aside
+    set_aside: str | None = None  # why a first run was set aside (generator-bound)
 
 
 def load_plan(
@@ -162,13 +162,13 @@ def _retry_with_more_processes(
 ) -> Measurement | None:
     """A fresh measurement with more load processes when this first run was generator-bound,
     processes are ``auto`` and the generator's CPU set has cores to spare; else None."""
-    if spec.load.fixed_processes is not None or measurement.runs or measurement.generator_bound:
+    if spec.load.fixed_processes is not None or measurement.runs or measurement.set_aside:
         return None
     reason = generator_bound(result, plan, _usable_cores())
     more = more_processes(target.placement, plan.processes) if target.placement else None
     if reason is None or more is None:
         return None
-    return Measurement(processes=more, generator_bound=[reason])
+    return Measurement(processes=more, set_aside=reason)
 
 
 def _placement_record(target: RunningTarget, measurement: Measurement) -> dict[str, Any] | None:
@@ -176,8 +176,8 @@ def _placement_record(target: RunningTarget, measurement: Measurement) -> dict[s
     if record is None:
         return None
     record["generator_processes"] = measurement.processes
-    if measurement.generator_bound:
-        record["first_run_generator_bound"] = measurement.generator_bound[0]
+    if measurement.set_aside:
+        record["first_run_generator_bound"] = measurement.set_aside
     return record
 
 
