@@ -95,9 +95,11 @@ def check(
     points: Sequence[Point],
     estimate: TimeEstimate | None = None,
     placements: Mapping[int, Placement] | None = None,
+    load_average: float | None = None,
 ) -> list[Finding]:
     """Every warning and refusal for running ``points`` of ``spec``; ``placements`` (CPU sets
-    per replica count on this machine) adds the placement checks."""
+    per replica count on this machine) adds the placement checks, ``load_average`` (the
+    machine's 1-minute load before the sweep starts) the check for a busy machine."""
     estimate = estimate or estimate_duration(spec, points)
     batched = _distinct_servers(points)
     return [
@@ -106,6 +108,7 @@ def check(
         *_allowed_sizes(batched),
         *_duration(estimate, spec.max_duration_s),
         *_placement(spec, placements or {}),
+        *_busy_machine(placements or {}, load_average),
     ]
 
 
@@ -281,3 +284,32 @@ def _shared_cores(placements: Mapping[int, Placement]) -> Iterator[Finding]:
                     "cores, not how replicas scale"
                 ),
             )
+
+
+def _busy_machine(
+    placements: Mapping[int, Placement], load_average: float | None
+) -> Iterator[Finding]:
+    """Before the sweep starts, any load is other processes': they take CPU from ours, and
+    more so from processes pinned to a few cores (the scheduler is fair per thread, and a
+    pinned server's threads all queue on its cores)."""
+    placement = next(iter(placements.values()), None)
+    if placement is None or load_average is None:
+        return
+    cores = len(placement.machine)
+    if load_average < max(1.0, cores / 2):
+        return
+    yield Finding(
+        "warning",
+        "busy_machine",
+        (
+            f"the machine is busy before the sweep starts (load average {load_average:.1f} on "
+            f"{cores} usable cores): other processes will take CPU from the servers and the "
+            "generator, and throughput will reflect them"
+            + (
+                "; pinned to fixed cores (placement auto), ours lose more of it: with a load "
+                "of ~11 on 2 cores the demo measured 0.32 of its unpinned throughput (README)"
+                if placement.mode != "none"
+                else ""
+            )
+        ),
+    )

@@ -11,6 +11,7 @@ stops; a second (or SIGTERM) stops at once. Either way every finished point is o
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -137,7 +138,7 @@ def run_sweep(
     placements = planned_placements(spec, points)
     store = _open_store(spec, points, out, resume, placements)
     estimate = preflight.estimate_duration(spec, points)
-    findings = preflight.check(spec, points, estimate, placements)
+    findings = preflight.check(spec, points, estimate, placements, _load_average())
     for finding in findings:
         print(f"pre-flight {finding.level}: {finding.message}", flush=True)
     preflight.raise_refusals(findings)
@@ -252,6 +253,13 @@ def _model_base(spec: SweepSpec, models_dir: Path) -> Path | None:
         return ensure_model(models_dir, model.builtin, model.resolved_options())
     except ValueError as exc:
         raise UserError(f"model: {exc}") from None
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def _finish(store: ResultStore, interrupted: bool) -> None:

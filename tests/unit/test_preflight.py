@@ -208,3 +208,23 @@ def test_explicit_cpus_outside_the_machine_are_refused():
 
 def test_enough_cores_give_no_placement_finding():
     assert placement_findings(spec(server={"replicas": [1, 2]}), range(8)) == []
+
+
+def test_a_busy_machine_is_named_before_the_sweep():
+    from harness.plan.placement import plan_placement
+
+    s = spec()
+    points = expand_matrix(s)
+    auto = {1: plan_placement((0, 1), 1)}
+    busy = [f for f in check(s, points, placements=auto, load_average=11.2)]
+    found = [f for f in busy if f.code == "busy_machine"]
+    assert len(found) == 1 and "load average 11.2 on 2 usable cores" in found[0].message
+    assert "placement auto" in found[0].message
+    none = {1: plan_placement((0, 1), 1, mode="none")}
+    unpinned = [
+        f for f in check(s, points, placements=none, load_average=3) if f.code == "busy_machine"
+    ]
+    assert unpinned and "placement auto" not in unpinned[0].message
+    quiet = check(s, points, placements=auto, load_average=0.4)
+    assert "busy_machine" not in [f.code for f in quiet]
+    assert "busy_machine" not in [f.code for f in check(s, points, load_average=11.2)]
