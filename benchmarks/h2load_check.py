@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +186,9 @@ def run_ours(server: ServerProcess, protocol: str, cpus: Sequence[int]) -> dict[
     }
 
 
-def run_raw(server: ServerProcess, protocol: str, bodies: dict[str, Path], cpus) -> dict:
+def run_raw(
+    server: ServerProcess, protocol: str, bodies: dict[str, Path], cpus: Sequence[int]
+) -> dict[str, Any]:
     """The bare client's CPU per request (benchmarks.raw_client) on the generator's cores."""
     if protocol == "grpc":
         address, body = server.grpc_target, bodies["raw_grpc"]
@@ -244,7 +246,7 @@ def measure_setup(
     }
 
 
-def _mean(values) -> float | None:
+def _mean(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.fmean(present) if present else None
 

@@ -15,7 +15,9 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
@@ -43,7 +45,7 @@ async def _rest(url: str, body: bytes, seconds: float, concurrency: int) -> int:
         return await _drive(call, seconds, concurrency)
 
 
-async def _drive(call, seconds: float, concurrency: int) -> int:
+async def _drive(call: Callable[[], Awaitable[Any]], seconds: float, concurrency: int) -> int:
     """Keep ``concurrency`` calls in flight until ``seconds`` pass; the number completed."""
     await call()  # the connection is up before the clock starts
     deadline = time.perf_counter() + seconds
