@@ -27,6 +27,7 @@ BENCHMARKS = (
     "traffic_shapes",
     "stall",
     "wrk_check",
+    "h2load_check",
     "sweep_wall_time",
     "repeatability",
 )

@@ -215,7 +215,8 @@ def _rows(payload: Payload) -> int:
 
 
 class Usage:
-    """This process's CPU use since the test started, and whether Locust warned about it."""
+    """This process's CPU use since the test started, how much of that time its main thread
+    was runnable (on a CPU or waiting for one), and whether Locust warned about CPU."""
 
     def __init__(self) -> None:
         self.reset()
@@ -223,20 +224,39 @@ class Usage:
     def reset(self) -> None:
         self.cpu_start = time.process_time()
         self.wall_start = time.perf_counter()
+        self.runnable_start = runnable_seconds()
         self.cpu_percent_max = 0.0
         self.cpu_warning = False
 
     def report(self, final: bool) -> dict[str, Any]:
         cpu = time.process_time() - self.cpu_start
         wall = max(time.perf_counter() - self.wall_start, 1e-9)
+        runnable = runnable_seconds()
         return {
             "cpu_seconds": round(cpu, 6),
             "cpu_percent": round(100.0 * cpu / wall, 1),
             "cpu_percent_max": self.cpu_percent_max,
             "cpu_warning": self.cpu_warning,
+            "runnable_percent": (
+                None
+                if runnable is None or self.runnable_start is None
+                else round(100.0 * (runnable - self.runnable_start) / wall, 1)
+            ),
             "final_report": final,
             "pid": os.getpid(),
         }
+
+
+def runnable_seconds() -> float | None:
+    """Seconds the main thread has been on a CPU or waiting in a run queue for one (Linux's
+    /proc/self/schedstat); None where it is not available. A generator that is runnable
+    nearly all the time is CPU-bound, even when other processes took part of its CPU."""
+    try:
+        with open("/proc/self/schedstat", encoding="ascii") as stat:
+            on_cpu, waiting = stat.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return (int(on_cpu) + int(waiting)) / 1e9
 
 
 class Run:

@@ -35,6 +35,7 @@ from harness.errors import UserError
 from harness.metrics import METRICS
 from harness.models import zoo as model_zoo
 from harness.plan.batching_fields import AXIS_FIELDS, MAX_BATCH_SIZE, BatchingField
+from harness.plan.placement import parse_cpus
 from harness.plan.traffic import ONE_ROW, POISSON, Sizes, Traffic, parse_arrival, parse_sizes
 from scenarios.arrivals import ArrivalSpec
 
@@ -269,7 +270,14 @@ class LoadSpec(_Strict):
     find_max_rate: MaxRateSpec | None = None
     # Open loop only: an axis of arrival processes (poisson | constant | gamma | mmpp).
     arrival: ArrivalAxis = [POISSON]
-    processes: PosInt = 1  # Locust worker processes
+    # Locust worker processes; auto: one, and one per generator core for a point that came
+    # back generator-bound (harness.sweep.measure).
+    processes: PosInt | Literal["auto"] = "auto"
+
+    @property
+    def fixed_processes(self) -> int | None:
+        """The process count the spec fixes; None for ``auto``."""
+        return None if self.processes == "auto" else self.processes
 
     @property
     def kind(self) -> LoadKind:
@@ -286,6 +294,36 @@ class LoadSpec(_Strict):
     def arrivals(self) -> tuple[ArrivalSpec, ...]:
         """The arrival axis; a closed loop has none of its own (Poisson stands in, keyless)."""
         return tuple(self.arrival) if self.kind == "rate" else (POISSON,)
+
+
+def _cpu_list(value: Any) -> Any:
+    try:
+        return parse_cpus(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(str(exc)) from None
+
+
+CpuList = Annotated[tuple[int, ...], BeforeValidator(_cpu_list)]
+
+
+def _placement_form(value: Any) -> Any:
+    """``placement: auto`` / ``none`` is short for ``{mode: ...}``; CPU lists alone mean
+    ``mode: cpus``."""
+    if isinstance(value, str):
+        return {"mode": value}
+    if isinstance(value, dict) and "mode" not in value and {"servers", "generator"} & set(value):
+        return {**value, "mode": "cpus"}
+    return value
+
+
+class PlacementSpec(_Strict):
+    """Which cores the server replicas and the load generator run on (harness.plan.placement):
+    ``auto`` disjoint sets sized from the machine, ``none`` wherever the OS puts them, or
+    ``cpus`` with both lists given (``"0-2"``, ``[0, 1]``)."""
+
+    mode: Literal["auto", "none", "cpus"] = "auto"
+    servers: CpuList | None = None
+    generator: CpuList | None = None
 
 
 class MeasurementSpec(_Strict):
@@ -324,6 +362,7 @@ class SweepSpec(_Strict):
     server: ServerSpec = ServerSpec()
     matrix: MatrixSpec = MatrixSpec()
     load: LoadSpec
+    placement: Annotated[PlacementSpec, BeforeValidator(_placement_form)] = PlacementSpec()
     protocol: Literal["grpc", "rest", "both"] = "grpc"
     measurement: MeasurementSpec = MeasurementSpec()
     repeats: PosInt = 1
@@ -406,6 +445,21 @@ def validate_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     spec._as_given = copy.deepcopy(raw)
     spec._source = source
     return spec
+
+
+def with_placement(
+    spec: SweepSpec,
+    mode: str | None = None,
+    servers: str | None = None,
+    generator: str | None = None,
+) -> SweepSpec:
+    """``spec`` with its placement replaced by command-line choices (validated as if written
+    in the spec, and recorded as given); ``spec`` itself when nothing is chosen."""
+    if mode is None and servers is None and generator is None:
+        return spec
+    placement: dict[str, Any] = {"mode": mode or ("cpus" if servers or generator else "auto")}
+    placement.update({k: v for k, v in (("servers", servers), ("generator", generator)) if v})
+    return validate_spec({**spec.as_given, "placement": placement}, spec.source)
 
 
 def _raise_problems(source: str, problems: list[str]) -> None:
@@ -513,6 +567,7 @@ def cross_checks(spec: SweepSpec) -> list[Problem]:
         _check_model,
         _check_load,
         _check_traffic,
+        _check_placement,
         _check_measurement,
         _check_matrix,
         _check_objective,
@@ -621,6 +676,20 @@ def _check_traffic(spec: SweepSpec) -> Iterator[Problem]:
         )
 
 
+def _check_placement(spec: SweepSpec) -> Iterator[Problem]:
+    placement = spec.placement
+    given = [k for k in ("servers", "generator") if getattr(placement, k) is not None]
+    external = spec.target.kind == "external"
+    if placement.mode != "cpus":
+        if given:
+            yield f"placement.{given[0]}", f"CPU lists only with mode cpus (got {placement.mode})"
+    elif external and placement.servers is not None:
+        yield "placement.servers", "kind external: the harness does not start the server"
+    elif placement.generator is None or not (external or placement.servers is not None):
+        needs = "the generator CPU list" if external else "both servers and generator CPU lists"
+        yield "placement", f"mode cpus needs {needs}"
+
+
 def _check_measurement(spec: SweepSpec) -> Iterator[Problem]:
     m = spec.measurement
     if m.max_windows < m.stable_windows:
@@ -676,6 +745,7 @@ __all__ = [
     "MeasurementSpec",
     "ModelSpec",
     "Objective",
+    "PlacementSpec",
     "RecommendSpec",
     "ServerSpec",
     "SweepSpec",
@@ -686,4 +756,5 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "validate_spec",
+    "with_placement",
 ]

@@ -75,6 +75,7 @@ def report_data(
         "max_rate": _max_rate_rows(context),
         "comparison": _comparison(comparison),
         "environment": _environment(run),
+        "placement": placement_section(run.environment),
         "spec": run.record.spec,
         "spec_yaml": yaml.safe_dump(run.record.spec, sort_keys=False),
     }
@@ -787,6 +788,28 @@ def _run_section(run: RunFolder) -> dict[str, Any]:
         "interrupted": record.interrupted,
         "spec_source": record.spec_source,
     }
+
+
+def placement_section(environment: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The CPU placement of servers and load generator (run.json's environment), one row
+    per replica count; None for runs that did not record one."""
+    placement = environment.get("placement")
+    if not placement:
+        return None
+    rows = [
+        {
+            "replicas": int(replicas),
+            "servers": " | ".join(entry.get("replicas") or []) or "any CPU",
+            "generator": entry.get("generator") or "any CPU",
+            "shared": entry.get("shared"),
+        }
+        for replicas, entry in sorted(placement.get("by_replicas", {}).items(), key=_int_key)
+    ]
+    return {"mode": placement.get("mode"), "machine": placement.get("machine"), "rows": rows}
+
+
+def _int_key(item: tuple[str, Any]) -> int:
+    return int(item[0])
 
 
 def _counts(run: RunFolder, context: _Context) -> dict[str, int]:

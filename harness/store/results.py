@@ -65,6 +65,7 @@ class PointResult:
     started_at: str | None = None
     finished_at: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    placement: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -285,7 +286,7 @@ PARAM_COLUMNS = (
 
 
 def csv_columns() -> tuple[str, ...]:
-    return (*PARAM_COLUMNS, *metric_ids(), "reason")
+    return (*PARAM_COLUMNS, *metric_ids(), "reason", "server_cpus", "generator_cpus")
 
 
 def results_csv(results: Iterable[PointResult]) -> str:
@@ -311,7 +312,10 @@ def csv_row(result: PointResult) -> dict[str, Any]:
         "enable_batching": batching is not None,
         "load_kind": point.load_kind,
         point.load_kind: point.load,
-        "reason": result.reason or "",
+        # A failed point's reason, else why it is invalid (e.g. generator-bound).
+        "reason": result.reason or "; ".join(result.invalid_reasons),
+        "server_cpus": (result.placement or {}).get("servers") or "",
+        "generator_cpus": (result.placement or {}).get("generator") or "",
     }
     if batching is not None:
         for field in AXIS_FIELDS:

@@ -8,16 +8,24 @@ The point's figures come from the windows the verdict used: request counts added
 histograms merged exactly, and the server's Prometheus counters diffed at the same stage
 boundaries (the scenario scrapes them as each stage starts), so client and server figures
 cover the same interval.
+
+The generator runs on its CPU set (the target's placement). A run whose load processes used
+nearly all the CPU they can have there measured the generator, not the server: the point is
+marked invalid with that reason. With ``load.processes: auto`` such a point is measured again
+from scratch, once, with one process per generator core, when the set has more cores than
+processes.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.plan.placement import more_processes
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
 from harness.servers.targets import RunningTarget
@@ -27,6 +35,7 @@ from harness.sweep.load_runner import (
     LoadError,
     LoadPlan,
     combine,
+    generator_bound,
     generator_cpu_percent,
     metric_figures,
     run_locust,
@@ -64,14 +73,23 @@ class Measurement:
     kinds: dict[KindKey, list[dict[str, Any]]] = field(default_factory=dict)  # per run
     timeline: list[dict[str, Any]] = field(default_factory=list)  # every run's, in order
     elapsed_s: float = 0.0  # the runs' lengths so far: where the next run's timeline starts
+    processes: int = 1
+    set_aside: str | None = None  # why a first run was set aside (generator-bound)
 
 
 # A request kind as the result file's ``by_kind`` names it: model, rows, length, payload.
 KindKey = tuple[str, int, int, str | None]
 
 
-def load_plan(spec: SweepSpec, point: Point, target: RunningTarget, windows: int) -> LoadPlan:
+def load_plan(
+    spec: SweepSpec,
+    point: Point,
+    target: RunningTarget,
+    windows: int,
+    processes: int | None = None,
+) -> LoadPlan:
     m = spec.measurement
+    placement = target.placement
     return LoadPlan(
         protocol=point.protocol,
         targets=target.addresses(point.protocol),
@@ -86,9 +104,10 @@ def load_plan(spec: SweepSpec, point: Point, target: RunningTarget, windows: int
         window_s=m.window_s,
         windows=windows,
         arrival=point.traffic.arrival,
-        processes=spec.load.processes,
+        processes=processes or spec.load.fixed_processes or 1,
         seed=spec.seed + point.repeat,
         scrape_urls=tuple(target.metrics),
+        cpus=placement.generator if placement else (),
     )
 
 
@@ -104,13 +123,13 @@ def measure_point(
     or the load generator could not run."""
     started_at = timestamp()
     m = spec.measurement
-    measurement = Measurement()
+    measurement = Measurement(processes=spec.load.fixed_processes or 1)
     verdict: StabilityVerdict | None = None
     while verdict is None or not verdict.done:
         remaining = m.max_windows - len(measurement.windows)
         # First run: just enough windows for a verdict; later ones add up to that many more.
         count = m.stable_windows if verdict is None else min(m.stable_windows - 1, remaining)
-        plan = load_plan(spec, point, target, max(1, count))
+        plan = load_plan(spec, point, target, max(1, count), measurement.processes)
         result_file = workdir / f"{point.key}.run{measurement.runs}.json"
         try:
             result = run_locust(plan, result_file)
@@ -121,6 +140,9 @@ def measure_point(
         if died := target.exited():
             codes = ", ".join(f"replica {i} exit code {code}" for i, code in died)
             return _failed(point, target, f"server exited during the point ({codes})", started_at)
+        if retry := _retry_with_more_processes(spec, target, measurement, result, plan):
+            measurement, verdict = retry, None
+            continue
         before = len(measurement.windows)
         add_run(measurement, result, plan, len(target.metrics))
         for i in range(before, len(measurement.windows)):
@@ -133,7 +155,37 @@ def measure_point(
             max_windows=m.max_windows,
             min_requests=m.min_requests,
         )
-    return point_result(point, measurement, verdict, started_at)
+    measured = point_result(point, measurement, verdict, started_at)
+    measured.placement = _placement_record(target, measurement)
+    return measured
+
+
+def _retry_with_more_processes(
+    spec: SweepSpec,
+    target: RunningTarget,
+    measurement: Measurement,
+    result: Mapping[str, Any],
+    plan: LoadPlan,
+) -> Measurement | None:
+    """A fresh measurement with more load processes when this first run was generator-bound,
+    processes are ``auto`` and the generator's CPU set has cores to spare; else None."""
+    if spec.load.fixed_processes is not None or measurement.runs or measurement.set_aside:
+        return None
+    reason = generator_bound(result, plan, _usable_cores())
+    more = more_processes(target.placement, plan.processes) if target.placement else None
+    if reason is None or more is None:
+        return None
+    return Measurement(processes=more, set_aside=reason)
+
+
+def _placement_record(target: RunningTarget, measurement: Measurement) -> dict[str, Any] | None:
+    record = target.placement_record()
+    if record is None:
+        return None
+    record["generator_processes"] = measurement.processes
+    if measurement.set_aside:
+        record["first_run_generator_bound"] = measurement.set_aside
+    return record
 
 
 def add_run(
@@ -147,6 +199,8 @@ def add_run(
     _add_kinds_and_timeline(measurement, result, plan)
     measurement.runs += 1
     measurement.invalid_reasons += [r for r in result.get("invalid_reasons", []) if r]
+    if bound := generator_bound(result, plan, _usable_cores()):
+        measurement.invalid_reasons.append(bound)
     cpu = generator_cpu_percent(result, plan.duration_s)
     if cpu is not None:
         measurement.cpu_percent.append(cpu)
@@ -292,3 +346,7 @@ def _failed(point: Point, target: RunningTarget, reason: str, started_at: str) -
     result = PointResult.failed(point, reason, target.log_tail())
     result.started_at, result.finished_at = started_at, timestamp()
     return result
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
