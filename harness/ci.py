@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from harness.decide.compare import (
+    KEEP_RUNS,
+    Comparison,
     Side,
     append_step_summary,
     compare_sides,
@@ -51,17 +53,25 @@ def gate(
     update: bool = False,
     thresholds: Mapping[str, float] | None = None,
     step_summary: Path | None = None,
+    keep: int = KEEP_RUNS,
 ) -> int:
     """Compare ``run_dir`` with ``baseline`` (0 pass, 1 regression) or, with ``update``, keep
-    ``run_dir`` as the baseline. Compare's files go into the run folder."""
+    ``run_dir`` in the baseline with up to ``keep - 1`` earlier runs. Compare's files go into
+    the run folder."""
     if update:
-        path = write_baseline(run_dir, baseline)
-        print(f"baseline written: {path} (commit it)")
+        path = write_baseline(run_dir, baseline, keep)
+        runs = load_side(path).runs()
+        print(f"baseline written: {path}, {runs} run(s) (commit it)")
         _warn_if_rough(load_side(path))
         return EXIT_PASS
     check_baseline(baseline)
     comparison = compare_sides(load_side(baseline), load_side(run_dir), thresholds)
-    paths = write_outputs(comparison, run_dir)
+    return publish(comparison, run_dir, step_summary)
+
+
+def publish(comparison: Comparison, out: Path, step_summary: Path | None = None) -> int:
+    """Write compare's files into ``out``, append the summary, print it; the exit code."""
+    paths = write_outputs(comparison, out)
     if step_summary is not None:
         append_step_summary(comparison, step_summary)
     print(summary_line(comparison))
@@ -88,6 +98,7 @@ def run_ci(
     update: bool = False,
     thresholds: Mapping[str, float] | None = None,
     step_summary: Path | None = None,
+    keep: int = KEEP_RUNS,
 ) -> int:
     """Run the ``ci`` preset into ``out`` (the run folder), then :func:`gate`."""
     from harness.plan.spec import load_preset
@@ -98,7 +109,14 @@ def run_ci(
         check_baseline(baseline)  # before minutes of sweeping, not after
     # The report is written after the gate, so that it shows the comparison (compare.json).
     run_dir = run_sweep(load_preset("ci"), out, resume=False, report=False)
-    code = gate(run_dir, baseline, update=update, thresholds=thresholds, step_summary=step_summary)
+    code = gate(
+        run_dir,
+        baseline,
+        update=update,
+        thresholds=thresholds,
+        step_summary=step_summary,
+        keep=keep,
+    )
     _write_report(run_dir)
     return code
 
@@ -109,3 +127,31 @@ def _write_report(run_dir: Path) -> None:
     except ImportError:  # the report is optional to the gate
         return
     print(f"report: {write_report(run_dir)}")
+
+
+def run_ci_ab(
+    base_command: str,
+    out: Path | None,
+    *,
+    rounds: int,
+    thresholds: Mapping[str, float] | None = None,
+    step_summary: Path | None = None,
+) -> int:
+    """The ``ci`` preset's points in interleaved rounds: BASE on ``base_command``'s server
+    (e.g. the base branch installed in another environment), HEAD on this installation's."""
+    import shlex
+
+    from harness.ab import BASE, HEAD, run_ab
+    from harness.plan.rounds import Arm
+    from harness.plan.spec import load_preset
+
+    base = Arm(BASE, command=tuple(shlex.split(base_command)))
+    return run_ab(
+        load_preset("ci"),
+        base,
+        Arm(HEAD),
+        rounds=rounds,
+        out=out,
+        thresholds=thresholds,
+        step_summary=step_summary,
+    )

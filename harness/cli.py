@@ -114,6 +114,13 @@ def _recommend(args: argparse.Namespace) -> int:
     from harness.decide.recommend import recommend, write_recommendation
     from harness.store.run_folder import load_run
 
+    if args.confirm:
+        from harness.sweep.confirm import run_confirmation
+
+        spec = load_run(Path(args.run_dir)).checked_spec()
+        top = args.confirm_top or (spec.confirm.top if spec.confirm else 3)
+        rounds = args.confirm_rounds or (spec.confirm.rounds if spec.confirm else 3)
+        run_confirmation(Path(args.run_dir), top, rounds)
     data = load_run(Path(args.run_dir))
     slo = ranking.merged_slo(
         ranking.default_slo(data.checked_spec()),
@@ -154,18 +161,90 @@ def _compare_out(current) -> Path:
 
 
 def _ci(args: argparse.Namespace) -> int:
-    from harness.ci import run_ci
+    from harness.ci import run_ci, run_ci_ab
     from harness.decide import compare
 
     thresholds = compare.parse_thresholds(
         args.threshold_throughput, args.threshold_p99, args.threshold
     )
+    step_summary = Path(args.step_summary) if args.step_summary else None
+    out = Path(args.out) if args.out else None
+    if args.ab:
+        if args.update_baseline or args.baseline:
+            raise UserError("--ab compares in one job: it takes no --baseline or --update-baseline")
+        return run_ci_ab(
+            args.ab, out, rounds=args.rounds, thresholds=thresholds, step_summary=step_summary
+        )
     return run_ci(
-        Path(args.out) if args.out else None,
+        out,
         Path(args.baseline) if args.baseline else None,
         update=args.update_baseline,
         thresholds=thresholds,
+        step_summary=step_summary,
+        keep=args.keep_runs,
+    )
+
+
+def _ab(args: argparse.Namespace) -> int:
+    from harness.ab import BASE, HEAD, run_ab
+    from harness.decide import compare
+
+    thresholds = compare.parse_thresholds(
+        args.threshold_throughput, args.threshold_p99, args.threshold
+    )
+    return run_ab(
+        _spec_of(args),
+        _arm(args, BASE),
+        _arm(args, HEAD),
+        rounds=args.rounds,
+        out=Path(args.out) if args.out else None,
+        thresholds=thresholds,
         step_summary=Path(args.step_summary) if args.step_summary else None,
+    )
+
+
+def _spec_of(args: argparse.Namespace):
+    from harness.plan.spec import load_preset, load_spec
+
+    if (args.spec is None) == (args.preset is None):
+        raise UserError("give a spec file or --preset NAME (not both)")
+    return load_spec(args.spec) if args.spec else load_preset(args.preset)
+
+
+def _arm(args: argparse.Namespace, name: str):
+    """An A/B arm from the ``--<name>-*`` options."""
+    import shlex
+
+    from harness.plan.rounds import Arm
+
+    model, command = getattr(args, f"{name}_model"), getattr(args, f"{name}_command")
+    batching = getattr(args, f"{name}_batching")
+    return Arm(
+        name,
+        model_base_path=Path(model).resolve() if model else None,
+        command=tuple(shlex.split(command)) if command else (),
+        server_flags=tuple(getattr(args, f"{name}_flag")),
+        batching_file=Path(batching).resolve() if batching else None,
+    )
+
+
+def _add_arm_options(parser: argparse.ArgumentParser, name: str) -> None:
+    what = "BASE (the reference)" if name == "base" else "HEAD (the change under test)"
+    parser.add_argument(f"--{name}-model", metavar="PATH", help=f"model base path of {what}")
+    parser.add_argument(
+        f"--{name}-command",
+        metavar="CMD",
+        help=f"server program of {what}, e.g. 'other-venv/bin/reference-server'",
+    )
+    parser.add_argument(
+        f"--{name}-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help=f"server flag added for {what} (repeatable; write --{name}-flag=--x=1)",
+    )
+    parser.add_argument(
+        f"--{name}-batching", metavar="FILE", help=f"batching parameters file of {what}"
     )
 
 
@@ -230,6 +309,18 @@ def _add_gate_commands(commands) -> None:
         help="default: the spec's (maximise throughput_rps)",
     )
     recommend.add_argument("--top", type=int, default=3, help="runners-up to name (default 3)")
+    recommend.add_argument(
+        "--confirm",
+        action="store_true",
+        help="first re-measure the tied-best configurations (and the unbatched baseline) in "
+        "interleaved rounds on fresh servers; the recommendation then comes from those rounds",
+    )
+    recommend.add_argument(
+        "--confirm-top", type=int, metavar="N", help="at most N tied configurations (default 3)"
+    )
+    recommend.add_argument(
+        "--confirm-rounds", type=int, metavar="R", help="confirmation rounds (default 3)"
+    )
     recommend.set_defaults(run=_recommend)
 
     compare = commands.add_parser(
@@ -254,9 +345,41 @@ def _add_gate_commands(commands) -> None:
     ci.add_argument(
         "--update-baseline", action="store_true", help="keep this run as the new baseline"
     )
+    ci.add_argument(
+        "--keep-runs",
+        type=int,
+        default=3,
+        metavar="K",
+        help="--update-baseline keeps the last K runs; their between-run spread joins the "
+        "gate's noise (default 3)",
+    )
     ci.add_argument("--out", help="the run folder (default: reports/<run-id>)")
+    ci.add_argument(
+        "--ab",
+        metavar="BASE_COMMAND",
+        help="instead of the stored baseline: measure the ci preset's points in interleaved "
+        "rounds on BASE_COMMAND's server (e.g. base-venv/bin/reference-server) and on this "
+        "one, and compare them paired",
+    )
+    ci.add_argument("--rounds", type=int, default=4, help="rounds of --ab (default 4)")
     _add_threshold_options(ci)
     ci.set_defaults(run=_ci)
+
+    ab = commands.add_parser(
+        "ab",
+        help="compare two arms in interleaved rounds in one job; exit 1 when HEAD regressed",
+        description="Measure a spec's points on BASE and HEAD in interleaved rounds (A B, B A, "
+        "...; fresh servers per measurement) and compare them paired, with compare's "
+        "thresholds, outputs and exit codes. Arms with no differences make an A/A check.",
+    )
+    ab.add_argument("spec", nargs="?", help="the sweep spec (YAML) whose points are measured")
+    ab.add_argument("--preset", help="a shipped spec instead: default or ci")
+    ab.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
+    ab.add_argument("--out", help="the A/B folder (default: reports/<run-id>)")
+    _add_arm_options(ab, "base")
+    _add_arm_options(ab, "head")
+    _add_threshold_options(ab)
+    ab.set_defaults(run=_ab)
 
 
 def build_parser() -> argparse.ArgumentParser:

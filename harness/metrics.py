@@ -115,7 +115,35 @@ _ALL: tuple[Metric, ...] = (
     ),
 )
 
-METRICS: Mapping[str, Metric] = {m.id: m for m in _ALL}
+# The figures a point gets a 95% interval for (harness.decide.stats.interval: bootstrap over the
+# used windows, and over repeats where there are several). Each adds two IDs, the interval's
+# ends, in the same unit and direction, placed after the figures above; like every ID they end
+# with the unit: ``throughput_ci_low_rps``, ``latency_p99_ci_high_ms``.
+INTERVAL_METRICS = ("throughput_rps", "latency_p50_ms", "latency_p99_ms")
+_UNIT_SUFFIXES = ("_ms", "_rps")
+
+
+def interval_ids(metric_id: str) -> tuple[str, str]:
+    """``throughput_rps`` → ``("throughput_ci_low_rps", "throughput_ci_high_rps")``."""
+    suffix = next((u for u in _UNIT_SUFFIXES if metric_id.endswith(u)), "")
+    stem = metric_id.removesuffix(suffix) if suffix else metric_id
+    return f"{stem}_ci_low{suffix}", f"{stem}_ci_high{suffix}"
+
+
+def _interval_metrics(base: Metric) -> tuple[Metric, Metric]:
+    low, high = interval_ids(base.id)
+    what = f"of {base.description}: the mean over windows and repeats (bootstrap)"
+    return (
+        _m(low, f"{base.header} 95% CI low", base.unit, base.direction, f"lower end {what}"),
+        _m(high, f"{base.header} 95% CI high", base.unit, base.direction, f"upper end {what}"),
+    )
+
+
+_BY_ID = {m.id: m for m in _ALL}
+METRICS: Mapping[str, Metric] = {
+    **_BY_ID,
+    **{m.id: m for base in INTERVAL_METRICS for m in _interval_metrics(_BY_ID[base])},
+}
 
 
 def metric(metric_id: str) -> Metric:

@@ -19,7 +19,7 @@ figures and the used windows' samples — everything compare needs, without hist
 from __future__ import annotations
 
 import math
-import zlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,17 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 
+from harness.decide.stats import (
+    CONFIDENCE,
+    DRAWS,
+    SEED,
+    Change,
+    bootstrap_change,
+    paired_change,
+    run_spread,
+    seed_for,
+    with_run_noise,
+)
 from harness.errors import UserError
 from harness.metrics import METRICS, metric
 from harness.plan.points import without_repeat
@@ -37,10 +48,8 @@ from harness.store.run_folder import load_run
 
 BASELINE_KIND = "batchbench-baseline"
 MARKDOWN_FILE, JUNIT_FILE = "compare.md", "compare-junit.xml"
+KEEP_RUNS = 3  # runs a stored baseline keeps (--keep-runs)
 DEFAULT_THRESHOLDS = {"throughput_rps": 0.05, "latency_p99_ms": 0.10}
-CONFIDENCE = 0.95
-DRAWS = 4000
-SEED = 20240601
 # Environment fields that make two runs incomparable when they differ.
 ENVIRONMENT_KEYS = ("cpu_model", "cpu_count", "cpus_usable", "gpus")
 
@@ -67,6 +76,7 @@ class PointSamples:
     reason: str | None
     metrics: dict[str, float | None]
     windows: dict[str, list[float]]
+    run: int = 0  # in a baseline of several runs: 0 the newest, 1 the one before, ...
 
     def samples(self, metric_id: str) -> list[float]:
         """The used windows' values; the point's figure alone when no window has one."""
@@ -102,7 +112,26 @@ class Side:
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"path": self.label, "kind": self.kind, "run_id": self.run_id}
+        return {
+            "path": self.label,
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "runs": self.runs(),
+        }
+
+    def runs(self) -> int:
+        """How many runs the side holds (a baseline keeps the last K)."""
+        return 1 + max((p.run for p in self.points), default=0)
+
+    def run_noise(self, group: str, metric_id: str) -> float | None:
+        """The relative spread of this point's figure between the side's runs (None with
+        one run): the noise a single new run's own repeats and windows cannot show."""
+        members = [p for p in self.points if p.group == group and p.status == "ok"]
+        runs = [
+            [s for p in members if p.run == r and (s := p.samples(metric_id))]
+            for r in range(self.runs())
+        ]
+        return run_spread([r for r in runs if r])
 
 
 def samples_from_result(result: PointResult) -> PointSamples:
@@ -141,7 +170,12 @@ def load_side(path: Path | str) -> Side:
     if data.get("kind") != BASELINE_KIND:
         raise UserError(f"{path} is not a batchbench baseline file (kind is not {BASELINE_KIND!r})")
     try:
-        points = [_samples_from_baseline(key, value) for key, value in data["points"].items()]
+        runs = [data["points"], *(old["points"] for old in data.get("history") or [])]
+        points = [
+            _samples_from_baseline(key, value, run)
+            for run, found in enumerate(runs)
+            for key, value in found.items()
+        ]
     except (KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{path}: malformed baseline point ({exc})") from None
     source = data.get("source") or {}
@@ -150,7 +184,7 @@ def load_side(path: Path | str) -> Side:
     )
 
 
-def _samples_from_baseline(key: str, value: Mapping[str, Any]) -> PointSamples:
+def _samples_from_baseline(key: str, value: Mapping[str, Any], run: int = 0) -> PointSamples:
     return PointSamples(
         key=key,
         group=without_repeat(key),
@@ -160,11 +194,12 @@ def _samples_from_baseline(key: str, value: Mapping[str, Any]) -> PointSamples:
         reason=value.get("reason"),
         metrics=dict(value.get("metrics") or {}),
         windows={k: list(v) for k, v in (value.get("windows") or {}).items()},
+        run=run,
     )
 
 
 def baseline_data(run_dir: Path | str) -> dict[str, Any]:
-    """The baseline file's content for a run folder (every point, by key)."""
+    """The baseline file's content for a run folder (every point, by key), one run only."""
     side = load_side(Path(run_dir))
     if side.kind != "run":
         raise UserError(f"{run_dir} is not a run folder")
@@ -178,8 +213,12 @@ def baseline_data(run_dir: Path | str) -> dict[str, Any]:
     }
 
 
-def write_baseline(run_dir: Path | str, path: Path | str) -> Path:
-    """Keep a run as the baseline; refused when any point failed (it could not gate anything)."""
+def write_baseline(run_dir: Path | str, path: Path | str, keep: int = KEEP_RUNS) -> Path:
+    """Keep a run as the baseline, with up to ``keep - 1`` earlier runs of the same points
+    from the file already at ``path`` (their between-run spread joins the gate's noise).
+    Refused when any point failed (it could not gate anything)."""
+    if keep < 1:
+        raise UserError(f"--keep-runs: keep at least 1 run (got {keep})")
     data = baseline_data(run_dir)
     failed = [k for k, v in data["points"].items() if v["status"] != "ok"]
     if failed:
@@ -187,63 +226,25 @@ def write_baseline(run_dir: Path | str, path: Path | str) -> Path:
             f"{len(failed)} point(s) of {run_dir} failed ({', '.join(failed[:3])}"
             f"{', ...' if len(failed) > 3 else ''}): not kept as a baseline; fix them and run again"
         )
+    data["history"] = _earlier_runs(Path(path), data["points"])[: keep - 1]
     return write_json(Path(path), data)
 
 
+def _earlier_runs(path: Path, points: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The runs of the baseline at ``path``, newest first, when it measured the same points
+    (a changed preset starts the history again); [] when there is no baseline yet."""
+    if not path.is_file():
+        return []
+    old = read_json(path)
+    runs = [
+        {"source": old.get("source") or {}, "points": old.get("points") or {}},
+        *(old.get("history") or []),
+    ]
+    groups = {without_repeat(k) for k in points}
+    return [r for r in runs if {without_repeat(k) for k in r["points"]} == groups]
+
+
 # --- the statistics ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Change:
-    """The relative change CURRENT/BASE - 1 and its bootstrap confidence interval."""
-
-    base: float
-    current: float
-    change: float
-    low: float
-    high: float
-
-
-def centre(groups: Sequence[Sequence[float]]) -> float:
-    """Mean over repeats of each repeat's mean: every repeat weighs the same."""
-    return float(np.mean([np.mean(g) for g in groups]))
-
-
-def resampled_centres(
-    groups: Sequence[Sequence[float]], rng: np.random.Generator, draws: int
-) -> np.ndarray:
-    """``draws`` bootstrap replicates of :func:`centre`: repeats drawn with replacement, then
-    windows drawn with replacement within each drawn repeat."""
-    counts = np.array([len(g) for g in groups])
-    values = np.full((len(groups), counts.max()), np.nan)
-    for i, g in enumerate(groups):
-        values[i, : len(g)] = g
-    picks = rng.integers(0, len(groups), size=(draws, len(groups)))
-    n = counts[picks]  # windows in each drawn repeat
-    slots = np.arange(counts.max())
-    index = np.floor(rng.random((draws, len(groups), counts.max())) * n[..., None]).astype(int)
-    drawn = values[picks[..., None], index]
-    drawn = np.where(slots < n[..., None], drawn, 0.0)
-    return (drawn.sum(axis=2) / n).mean(axis=1)
-
-
-def bootstrap_change(
-    base: Sequence[Sequence[float]],
-    current: Sequence[Sequence[float]],
-    *,
-    seed: int,
-    draws: int = DRAWS,
-    confidence: float = CONFIDENCE,
-) -> Change | None:
-    """The relative change of the centre and its percentile interval; None when base is 0."""
-    b, c = centre(base), centre(current)
-    if b == 0:
-        return None
-    rng = np.random.default_rng(seed)
-    ratios = resampled_centres(current, rng, draws) / resampled_centres(base, rng, draws) - 1
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(ratios[np.isfinite(ratios)], [tail, 100 - tail])
-    return Change(b, c, c / b - 1, float(low), float(high))
 
 
 def judge_change(metric_id: str, change: Change, threshold: float) -> tuple[Verdict, str]:
@@ -279,7 +280,7 @@ def _worse(metric_id: str, relative_change: float) -> float:
 
 def point_seed(group: str, metric_id: str, seed: int = SEED) -> int:
     """A seed per point and metric: verdicts do not depend on which other points exist."""
-    return seed ^ zlib.crc32(f"{group}/{metric_id}".encode())
+    return seed_for(group, metric_id, seed)
 
 
 # --- the comparison ------------------------------------------------------------------------------
@@ -294,6 +295,7 @@ class MetricComparison:
     change: Change | None = None
     base_samples: int = 0
     current_samples: int = 0
+    run_noise: float | None = None  # BASE's between-run spread, when it holds several runs
 
     def as_dict(self) -> dict[str, Any]:
         c = self.change
@@ -311,6 +313,7 @@ class MetricComparison:
             "note": self.note,
             "base_samples": self.base_samples,
             "current_samples": self.current_samples,
+            "run_noise": self.run_noise,
         }
 
 
@@ -348,6 +351,7 @@ class Comparison:
     points: list[PointComparison]
     environment_differences: list[str]
     seed: int = SEED
+    paired: bool = False
 
     @property
     def regressions(self) -> list[PointComparison]:
@@ -383,6 +387,7 @@ class Comparison:
             "confidence": CONFIDENCE,
             "draws": DRAWS,
             "seed": self.seed,
+            "paired": self.paired,
             "counts": self.counts(),
             "environment_differences": self.environment_differences,
             "points": [p.as_dict() for p in self.points],
@@ -409,8 +414,11 @@ def compare_sides(
     thresholds: Mapping[str, float] | None = None,
     *,
     seed: int = SEED,
+    paired: bool = False,
 ) -> Comparison:
-    """Compare every point key of either side (pure: no files)."""
+    """Compare every point key of either side (pure: no files). ``paired``: the sides were
+    measured in the same rounds (``batchbench ab``), repeat i of each side in round i, so each
+    change comes from the per-round ratios (:func:`harness.decide.stats.paired_change`)."""
     thresholds = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
     base_groups, current_groups = base.groups(), current.groups()
     if not set(base_groups) & set(current_groups):
@@ -420,11 +428,19 @@ def compare_sides(
         )
     keys = list(base_groups) + [k for k in current_groups if k not in base_groups]
     points = [
-        compare_point(k, base_groups.get(k, []), current_groups.get(k, []), thresholds, seed)
+        compare_point(
+            k,
+            base_groups.get(k, []),
+            current_groups.get(k, []),
+            thresholds,
+            seed,
+            paired=paired,
+            run_noise={m: base.run_noise(k, m) for m in thresholds},
+        )
         for k in keys
     ]
     differences = environment_differences(base.environment, current.environment)
-    return Comparison(base, current, thresholds, points, differences, seed)
+    return Comparison(base, current, thresholds, points, differences, seed, paired)
 
 
 def compare_point(
@@ -433,9 +449,14 @@ def compare_point(
     current: Sequence[PointSamples],
     thresholds: Mapping[str, float],
     seed: int = SEED,
+    *,
+    paired: bool = False,
+    run_noise: Mapping[str, float | None] | None = None,
 ) -> PointComparison:
-    """One point key: its repeats on each side, every tracked metric."""
+    """One point key: its repeats on each side, every tracked metric. ``run_noise``: per
+    metric, BASE's relative spread between runs, added to each change's interval."""
     result = PointComparison(key, "ok", "", [p.key for p in base], [p.key for p in current])
+    noise = run_noise or {}
     failed_now = [p for p in current if p.status != "ok"]
     base_ok = [p for p in base if p.status == "ok"]
     if not current:
@@ -452,7 +473,8 @@ def compare_point(
         result.status, result.note = "failed_in_base", "failed in BASE: nothing to compare with"
     else:
         result.metrics = [
-            compare_metric(key, m, t, base_ok, current, seed) for m, t in thresholds.items()
+            compare_metric(key, m, t, base_ok, current, seed, paired=paired, run_noise=noise.get(m))
+            for m, t in thresholds.items()
         ]
         _settle(result, current)
     return result
@@ -476,6 +498,9 @@ def compare_metric(
     base: Sequence[PointSamples],
     current: Sequence[PointSamples],
     seed: int = SEED,
+    *,
+    paired: bool = False,
+    run_noise: float | None = None,
 ) -> MetricComparison:
     base_groups = [s for p in base if (s := p.samples(metric_id))]
     current_groups = [s for p in current if (s := p.samples(metric_id))]
@@ -488,13 +513,41 @@ def compare_metric(
         return MetricComparison(
             metric_id, "undefined", f"not measured in {side}", threshold, **counts
         )
-    change = bootstrap_change(base_groups, current_groups, seed=point_seed(key, metric_id, seed))
+    change = paired_change(*round_figures(base, current, metric_id)) if paired else None
+    if change is None:  # not paired, or fewer than two common rounds
+        change = bootstrap_change(
+            base_groups, current_groups, seed=point_seed(key, metric_id, seed)
+        )
     if change is None:
         return MetricComparison(
             metric_id, "undefined", "BASE is 0: no relative change", threshold, **counts
         )
+    if run_noise:
+        change = with_run_noise(change, run_noise)
     verdict, note = judge_change(metric_id, change, threshold)
-    return MetricComparison(metric_id, verdict, note, threshold, change, **counts)
+    if run_noise:
+        note += f"; between-run spread {run_noise:.1%} included"
+    return MetricComparison(
+        metric_id, verdict, note, threshold, change, **counts, run_noise=run_noise
+    )
+
+
+def round_figures(
+    base: Sequence[PointSamples], current: Sequence[PointSamples], metric_id: str
+) -> tuple[list[float], list[float]]:
+    """The figure of each round both sides measured (repeat i = round i), in round order."""
+    sides = [
+        {repeat_of(p.key): float(np.mean(s)) for p in points if (s := p.samples(metric_id))}
+        for points in (base, current)
+    ]
+    rounds = sorted(set(sides[0]) & set(sides[1]))
+    return [sides[0][r] for r in rounds], [sides[1][r] for r in rounds]
+
+
+def repeat_of(key: str) -> int:
+    """The repeat (round) index at the end of a point key; 0 when it has none."""
+    match = re.search(r"-rep(\d+)$", key)
+    return int(match.group(1)) if match else 0
 
 
 def environment_differences(base: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -553,7 +606,7 @@ def markdown(comparison: Comparison) -> str:
         "",
         f"BASE `{comparison.base.label}` → CURRENT `{comparison.current.label}`; thresholds "
         + ", ".join(f"{m} {_pct(t, signed=False)}" for m, t in comparison.thresholds.items())
-        + f"; a regression must also exceed the noise ({CONFIDENCE:.0%} bootstrap interval).",
+        + f"; a regression must also exceed the noise ({_interval_kind(comparison)}).",
         "",
     ]
     lines += [f"> ⚠️ Different machines — {d}" for d in comparison.environment_differences]
@@ -564,6 +617,12 @@ def markdown(comparison: Comparison) -> str:
     for point in comparison.points:
         lines += _markdown_rows(point)
     return "\n".join(lines) + "\n"
+
+
+def _interval_kind(comparison: Comparison) -> str:
+    if comparison.paired:
+        return f"{CONFIDENCE:.0%} paired t-interval over interleaved rounds"
+    return f"{CONFIDENCE:.0%} bootstrap interval"
 
 
 def _markdown_rows(point: PointComparison) -> list[str]:

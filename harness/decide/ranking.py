@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from harness.decide.compare import samples_from_result
+from harness.decide.ties import Decision, candidate_intervals, decide, interval_metrics
 from harness.errors import UserError
 from harness.metrics import METRICS, meets_bound, metric, slo_misses
 from harness.plan.batching_fields import BatchingParams, runs_tfserving_defaults
@@ -313,6 +315,8 @@ class Ranked:
     pareto: list[Candidate]
     baselines: dict[str, Gain | None]
     margins: list[dict[str, Any]]
+    decision: Decision | None = None  # ties and margins (grid runs, single-metric objective)
+    confirmed: bool = False  # the points are a confirmation run's (harness.sweep.confirm)
 
 
 def rank_run(
@@ -322,17 +326,26 @@ def rank_run(
     slo: Mapping[str, float],
     objective: Objective,
     top: int = 3,
+    *,
+    confirmed: bool = False,
 ) -> Ranked:
     """Rank a run's points (or, with ``searches``, its max-rate searches) under ``slo`` and
     ``objective``; ``top`` is how many runners-up to name (the best of each other configuration).
+    A grid run's feasible candidates also get the tie analysis (harness.decide.ties), and the
+    tie-break's pick leads the ranking; ``confirmed``: the points are a confirmation's rounds,
+    so differences are paired by round.
     """
     constraints = [Constraint(k, v) for k, v in slo.items()]
     candidates, excluded = build_candidates(results, slo)
     score_candidates([c for c in candidates if c.feasible] or candidates, objective)
     mode: Mode = "max_rate" if searches is not None else "grid"
     ranked = rank(candidates)
+    decision = None
     if searches is not None:
         ranked = rank(max_rate_candidates(searches, {r.key: r for r in results}))
+    else:
+        decision = decide_ties(ranked, results, slo, objective, paired=confirmed)
+        ranked = _chosen_first(ranked, decision)
     chosen = ranked[0] if ranked else None
     status: Status = "no_candidates" if chosen is None else "met" if chosen.feasible else "none_met"
     return Ranked(
@@ -347,7 +360,38 @@ def rank_run(
         pareto=pareto_front(candidates),
         baselines=compare_baselines(chosen, candidates, ranked, mode, environment),
         margins=margins(chosen, constraints) if chosen else [],
+        decision=decision,
+        confirmed=confirmed,
     )
+
+
+def decide_ties(
+    ranked: Sequence[Candidate],
+    results: Sequence[PointResult],
+    slo: Mapping[str, float],
+    objective: Objective,
+    *,
+    paired: bool,
+) -> Decision | None:
+    """Give every candidate its intervals and run the tie analysis on the feasible ones; None
+    for a weighted objective (no single figure to compare)."""
+    by_key = {r.key: samples_from_result(r) for r in results}
+    members = {c.key: [by_key[k] for k in c.point_keys] for c in ranked}
+    for c in ranked:
+        c.metrics.update(interval_metrics(candidate_intervals(c.key, members[c.key])))
+    metric_id = objective.maximize or objective.minimize
+    if metric_id is None:
+        return None
+    feasible = [c for c in ranked if c.feasible]
+    higher = objective.maximize is not None
+    return decide(feasible, members, metric_id, slo, higher_is_better=higher, paired=paired)
+
+
+def _chosen_first(ranked: list[Candidate], decision: Decision | None) -> list[Candidate]:
+    """The ranking with the tie-break's pick moved to the front."""
+    if decision is None or decision.chosen == ranked[0].key:
+        return ranked
+    return sorted(ranked, key=lambda c: c.key != decision.chosen)
 
 
 def default_slo(spec: SweepSpec) -> dict[str, float]:

@@ -26,6 +26,7 @@ from harness.decide.ranking import (
     default_slo,
     rank_run,
 )
+from harness.decide.ties import Decision
 from harness.plan.spec import Objective
 from harness.store.layout import BATCHING_FILE, RECOMMENDATION_FILE
 from harness.store.results import read_json, write_atomically, write_json
@@ -53,6 +54,8 @@ class Recommendation:
     margins: list[dict[str, Any]]
     batching_text: str | None  # None: batching off, or a server the sweep did not start
     commands: dict[str, Any]
+    decision: Decision | None = None  # ties and margins (harness.decide.ties)
+    confirmed: bool = False  # figures from the run's confirmation (RUN/confirm/)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +75,8 @@ class Recommendation:
             "excluded": self.excluded,
             "batching_parameters": self.batching_text,
             "commands": self.commands,
+            "decision": self.decision.as_dict() if self.decision else None,
+            "confirmed": self.confirmed,
         }
 
 
@@ -85,13 +90,18 @@ def recommend(
     """Rank a run (a folder, or a :class:`RunFolder`) and pick the configuration to deploy.
 
     ``slo`` (metric ID → bound) and ``objective`` default to the spec's ``recommend`` section;
-    ``top`` is how many runners-up to name (the best of each other configuration).
+    ``top`` is how many runners-up to name (the best of each other configuration). When the
+    run has a confirmation (``RUN/confirm/``) the ranking, its intervals and ties come from it.
     """
     data = run if isinstance(run, RunFolder) else load_run(run)
     spec = data.checked_spec()
     slo = dict(default_slo(spec) if slo is None else slo)
     objective = objective or spec.recommend.objective
-    ranked = rank_run(data.results, data.searches, data.environment, slo, objective, top)
+    confirmed = data.confirmation is not None and data.searches is None
+    results = data.confirmation if confirmed and data.confirmation is not None else data.results
+    ranked = rank_run(
+        results, data.searches, data.environment, slo, objective, top, confirmed=confirmed
+    )
     # A server the sweep did not start (an external target) is not ours to configure.
     deployed = ranked.chosen if spec.target.kind != "external" else None
     return Recommendation(
@@ -115,6 +125,8 @@ def recommend(
         commands=deploy.server_commands(deployed.point, spec, data.root, data.environment)
         if deployed
         else {},
+        decision=ranked.decision,
+        confirmed=confirmed,
     )
 
 

@@ -14,6 +14,7 @@ from harness.decide.ranking import (
     figure_of,
     ratio,
 )
+from harness.decide.ties import decision_text
 from harness.metrics import METRICS, metric
 from harness.plan.points import Point, format_number
 from harness.plan.spec import Objective, SweepSpec
@@ -76,7 +77,11 @@ def sentence(rec: Ranked, total_points: int) -> str:
             f"No configuration met the SLO ({slo}); the closest is {describe_config(chosen.point)}"
             f" ({figures}), which missed {missed}."
         )
-    return f"Use {describe_config(chosen.point)}: {figures}, meeting {slo}{_gains_text(rec)}."
+    decided = f" {decision_text(rec.decision)}" if rec.decision else ""
+    return (
+        f"Use {describe_config(chosen.point)}: {figures}, meeting {slo}{_gains_text(rec)}."
+        + decided
+    )
 
 
 def figures_text(chosen: Candidate, mode: Mode) -> str:
@@ -121,6 +126,17 @@ def reasons(rec: Ranked, spec: SweepSpec) -> list[str]:
         lines.append(
             "None met every constraint: ranked by the largest relative miss (how far the SLO "
             "would have to be relaxed for each to pass)."
+        )
+    if rec.confirmed:
+        lines.append(
+            "Figures from the confirmation run: the tied-best candidates (and the unbatched "
+            "baseline) re-measured in interleaved rounds, compared paired by round."
+        )
+    if rec.decision is not None:
+        lines.append(
+            "Ties: a feasible candidate whose 95% interval of the difference from the best "
+            "reaches zero is tied with it; among tied ones the lowest p99 wins, then fewer "
+            "replicas, then the smaller batch timeout, then the smaller max_batch_size."
         )
     if rec.runners_up and rec.chosen is not None:
         lines.append(_runner_up_text(rec.chosen, rec.runners_up[0], rec.mode))

@@ -76,6 +76,7 @@ def estimate_duration(
 
     Each run costs start-up + warm-up + between ``stable_windows`` and ``max_windows`` windows.
     A search needs at least a pass, a fail and the bisection steps, at most ``max_probes``.
+    A confirmation adds its rounds of the chosen configuration, up to the tied ones' too.
     """
     m = spec.measurement
     startup = STARTUP_S[spec.target.kind] if startup_s is None else startup_s
@@ -85,6 +86,9 @@ def estimate_duration(
         bisections = math.ceil(math.log2(1 / search.precision))
         runs_min = len(points) * min(2 + bisections, search.max_probes)
         runs_max = len(points) * search.max_probes
+    if confirm := spec.confirm:  # the pick alone at least; the tied ones and the baseline at most
+        runs_min += confirm.rounds
+        runs_max += (confirm.top + 1) * confirm.rounds
     return TimeEstimate(
         runs_min,
         runs_max,

@@ -352,6 +352,15 @@ class RecommendSpec(_Strict):
     objective: Objective = Objective(maximize="throughput_rps")
 
 
+class ConfirmSpec(_Strict):
+    """Re-measure the tied-best configurations (at most ``top``, plus the unbatched baseline
+    when the sweep has one) in ``rounds`` interleaved rounds; the recommendation then comes
+    from those rounds."""
+
+    top: PosInt = 3
+    rounds: Annotated[int, Field(ge=2)] = 3
+
+
 class SweepSpec(_Strict):
     """A whole sweep: target, model, server axes, matrix rules, load, measurement, repeats."""
 
@@ -368,6 +377,7 @@ class SweepSpec(_Strict):
     repeats: PosInt = 1
     max_duration_s: PosFloat | None = None  # pre-flight refuses a sweep estimated far beyond it
     recommend: RecommendSpec = RecommendSpec()
+    confirm: ConfirmSpec | None = None  # confirmation rounds after the sweep
     seed: int = 0
 
     _as_given: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -643,6 +653,8 @@ def _check_load(spec: SweepSpec) -> Iterator[Problem]:
         if getattr(load, key) == []:
             yield f"load.{key}", "must have at least 1 item(s)"
     search = load.find_max_rate
+    if search and spec.confirm is not None:
+        yield "confirm", "re-measures fixed points: not for load.find_max_rate"
     if search and not search.min_rps <= search.start_rps <= search.max_rps:
         yield (
             "load.find_max_rate",
@@ -736,6 +748,7 @@ def _check_matrix(spec: SweepSpec) -> Iterator[Problem]:
 
 __all__ = [
     "BatchingAxes",
+    "ConfirmSpec",
     "Endpoint",
     "ExcludeRule",
     "IncludeRule",

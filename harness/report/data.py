@@ -24,10 +24,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from harness.decide.compare import ComparisonFile, read_comparison
+from harness.decide.compare import ComparisonFile, read_comparison, samples_from_result
 from harness.decide.recommend import read_recommendation
+from harness.decide.ties import candidate_intervals, interval_metrics
 from harness.errors import UserError
-from harness.metrics import METRICS, metric, slo_misses
+from harness.metrics import INTERVAL_METRICS, METRICS, interval_ids, metric, slo_misses
 from harness.plan.batching_fields import BATCH_TIMEOUT_MICROS, FIELDS, MAX_BATCH_SIZE
 from harness.plan.points import Point, ServerConfig, without_repeat
 from harness.report.recommendation import ShownRecommendation, resolve
@@ -74,12 +75,70 @@ def report_data(
         "points": [_point_row(context, result) for result in run.results],
         "max_rate": _max_rate_rows(context),
         "comparison": _comparison(comparison),
+        "decision": _decision(recommendation, run),
         "environment": _environment(run),
         "placement": placement_section(run.environment),
         "spec": run.record.spec,
         "spec_yaml": yaml.safe_dump(run.record.spec, sort_keys=False),
     }
     return json_safe(data)
+
+
+# --- ties, margins and the confirmation ---------------------------------------------------------
+
+
+def _decision(rec: ShownRecommendation, run: RunFolder) -> dict[str, Any] | None:
+    """The tie analysis (which candidates tie, the pick and why, the margins) and, when the run
+    has one, the confirmation's figures per candidate and round."""
+    if not rec.decision:
+        return None
+    return {
+        **rec.decision,
+        "confirmed": rec.confirmed,
+        "rows": _decision_rows(rec.decision),
+        "rounds": _confirmation_rounds(run.confirmation or []),
+    }
+
+
+def _decision_rows(decision: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per candidate with intervals: its figures' 95% intervals, its change against the best,
+    whether it is tied, chosen, marginal."""
+    rows = []
+    for key, intervals in decision["intervals"].items():
+        rows.append(
+            {
+                "key": key,
+                "tied": key in decision["tied"],
+                "chosen": key == decision["chosen"],
+                "marginal": [m["metric"] for m in decision["marginal"].get(key, [])],
+                "throughput": intervals.get("throughput_rps"),
+                "p99": intervals.get("latency_p99_ms"),
+                "change": decision["changes_vs_best"].get(key),
+            }
+        )
+    return rows
+
+
+def _confirmation_rounds(results: Sequence[PointResult]) -> list[dict[str, Any]]:
+    """One row per confirmed candidate: its throughput and p99 in each round."""
+    by_group: dict[str, dict[int, PointResult]] = {}
+    for r in results:
+        by_group.setdefault(r.point.group_key, {})[r.point.repeat] = r
+    return [
+        {
+            "key": key,
+            "rounds": [
+                {
+                    "round": n + 1,
+                    "status": r.status,
+                    "throughput_rps": r.metrics.get("throughput_rps"),
+                    "latency_p99_ms": r.metrics.get("latency_p99_ms"),
+                }
+                for n, r in sorted(rounds.items())
+            ],
+        }
+        for key, rounds in by_group.items()
+    ]
 
 
 # --- the context: points grouped once -----------------------------------------------------------
@@ -258,6 +317,9 @@ def _settings(
 def _setting(group: list[PointResult], slo: Mapping[str, float], label: str) -> Setting:
     means = mean_metrics(r.metrics for r in group)
     point = group[0].point
+    # Over repeats the interval is not the mean of each repeat's: bootstrap them together.
+    members = [samples_from_result(r) for r in group]
+    means.update(interval_metrics(candidate_intervals(point.group_key, members)))
     return Setting(
         config=report_config(point),
         group=point.group_key,
@@ -409,6 +471,8 @@ def _tradeoff(context: _Context, rec: ShownRecommendation) -> dict[str, Any]:
                 "replicas": s.replicas,
                 "throughput_rps": tput,
                 "latency_p99_ms": p99,
+                "throughput_ci": _ci_pair(s.metrics, "throughput_rps"),
+                "p99_ci": _ci_pair(s.metrics, "latency_p99_ms"),
                 "stable": s.stable,
                 "valid": s.valid,
                 "meets_slo": s.meets_slo,
@@ -423,6 +487,11 @@ def _tradeoff(context: _Context, rec: ShownRecommendation) -> dict[str, Any]:
         "pareto_known": bool(pareto),
         "load_kind": context.load_kind,
     }
+
+
+def _ci_pair(metrics: Mapping[str, Any], metric_id: str) -> list[float] | None:
+    low, high = (metrics.get(i) for i in interval_ids(metric_id))
+    return None if low is None or high is None else [low, high]
 
 
 # --- section 3: heatmaps ------------------------------------------------------------------------
@@ -769,6 +838,9 @@ def _point_row(context: _Context, result: PointResult) -> dict[str, Any]:
         "load": point.load,
         "repeat": point.repeat,
         "metrics": {mid: result.metrics.get(mid) for mid in METRICS if mid in result.metrics},
+        "intervals": {
+            m: pair for m in INTERVAL_METRICS if (pair := _ci_pair(result.metrics, m)) is not None
+        },
         "reason": result.reason,
         "log_tail": (result.log_tail or "")[-LOG_TAIL_CHARS:] or None,
     }

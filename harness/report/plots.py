@@ -84,6 +84,7 @@ def tradeoff_chart(tradeoff: Mapping[str, Any]) -> str | None:
 
     def draw(fig: Figure) -> None:
         ax = fig.add_subplot()
+        _error_bars(ax, dots)
         _scatter_groups(ax, dots)
         _pareto_line(ax, [d for d in dots if d["pareto"]])
         _mark_chosen(ax, [d for d in dots if d["recommended"]])
@@ -105,6 +106,35 @@ def tradeoff_chart(tradeoff: Mapping[str, Any]) -> str | None:
         ax.legend(loc="best", fontsize=8, framealpha=0.9)
 
     return _draw("tradeoff", 7.5, 4.6, draw)
+
+
+def _error_bars(ax: Any, dots: Sequence[Mapping[str, Any]]) -> None:
+    """Each setting's 95% intervals of p99 (across, against the SLO line) and throughput."""
+    with_ci = [d for d in dots if d.get("throughput_ci") and d.get("p99_ci")]
+    if not with_ci:
+        return
+    x = [d["latency_p99_ms"] for d in with_ci]
+    y = [d["throughput_rps"] for d in with_ci]
+    xerr = [
+        [max(0.0, v - d["p99_ci"][0]) for v, d in zip(x, with_ci, strict=True)],
+        [max(0.0, d["p99_ci"][1] - v) for v, d in zip(x, with_ci, strict=True)],
+    ]
+    yerr = [
+        [max(0.0, v - d["throughput_ci"][0]) for v, d in zip(y, with_ci, strict=True)],
+        [max(0.0, d["throughput_ci"][1] - v) for v, d in zip(y, with_ci, strict=True)],
+    ]
+    ax.errorbar(
+        x,
+        y,
+        xerr=xerr,
+        yerr=yerr,
+        fmt="none",
+        ecolor="#999",
+        elinewidth=0.8,
+        capsize=2,
+        zorder=2,
+        label="95% interval",
+    )
 
 
 def _scatter_groups(ax: Any, dots: Sequence[Mapping[str, Any]]) -> None:

@@ -44,6 +44,8 @@ class ShownRecommendation:
     excluded: list[dict[str, Any]] = field(default_factory=list)
     batching_parameters: str | None = None
     commands: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] | None = None  # ties and margins (recommendation.json's)
+    confirmed: bool = False  # the figures come from a confirmation run
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +91,8 @@ def normalize(raw: Mapping[str, Any], source: str) -> ShownRecommendation:
         excluded=list(raw.get("excluded") or []),
         batching_parameters=raw.get("batching_parameters"),
         commands=raw.get("commands") or {},
+        decision=raw.get("decision"),
+        confirmed=bool(raw.get("confirmed")),
     )
 
 

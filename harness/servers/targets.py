@@ -92,16 +92,24 @@ def server_command(spec: SweepSpec) -> tuple[str, ...]:
 
 
 def server_flags(
-    spec: SweepSpec, config: ServerConfig, model_base: Path, folder: Path
+    spec: SweepSpec,
+    config: ServerConfig,
+    model_base: Path,
+    folder: Path,
+    batching_file: Path | None = None,
 ) -> list[str]:
     """tensorflow_model_server flags for one configuration; its batching file goes in
-    ``folder`` (TF Serving's text format, kept in the run folder as a record)."""
+    ``folder`` (TF Serving's text format, kept in the run folder as a record). A given
+    ``batching_file`` is served instead for a configuration with batching on (an A/B arm that
+    differs by its batching file)."""
     flags = [
         f"--model_name={spec.model.served_name}",
         f"--model_base_path={Path(model_base).resolve()}",
     ]
     if config.batching is not None:
-        path = write_batching_file(folder / "batching_parameters.txt", config.batching)
+        path = batching_file or write_batching_file(
+            folder / "batching_parameters.txt", config.batching
+        )
         flags += ["--enable_batching=true", f"--batching_parameters_file={path.resolve()}"]
     return [*flags, *spec.target.server_flags]
 
@@ -113,6 +121,7 @@ def start_target(
     model_base: Path | None,
     folder: Path,
     command: Sequence[str] = (),
+    batching_file: Path | None = None,
 ) -> RunningTarget:
     """Start (or, for external targets, describe) the target for ``config``, placed on CPUs
     as the spec says."""
@@ -121,7 +130,7 @@ def start_target(
         return external_target(spec, placement)
     assert model_base is not None
     folder.mkdir(parents=True, exist_ok=True)
-    flags = server_flags(spec, config, model_base, folder)
+    flags = server_flags(spec, config, model_base, folder, batching_file)
     replicas = start_replicas(
         flags,
         config.replicas,

@@ -4,7 +4,8 @@
 from the points), ``max_rate.json`` (a ``find_max_rate`` sweep's searches),
 ``recommendation.json`` and ``batching_parameters.txt`` (``batchbench recommend``),
 ``compare.json`` (``batchbench compare`` / ``ci``) and ``report.html`` / ``report.json`` /
-``report.png`` (``batchbench report``).
+``report.png`` (``batchbench report``), and ``confirm/`` (a confirmation run: a run folder of its
+own, the round as the repeat).
 """
 
 from __future__ import annotations
@@ -19,3 +20,4 @@ COMPARE_FILE = "compare.json"
 REPORT_HTML_FILE = "report.html"
 REPORT_JSON_FILE = "report.json"
 REPORT_PNG_FILE = "report.png"
+CONFIRM_DIR = "confirm"

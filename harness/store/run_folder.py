@@ -1,10 +1,11 @@
 """A run folder, read once into typed objects: what the recommender, the report and compare
 work from.
 
-``load_run`` reads ``run.json`` (its spec validated again), every stored point and, for a
-``find_max_rate`` sweep, ``max_rate.json``'s searches. A spec that no longer validates (written by
-an older batchbench, say) does not stop the folder from loading: the figures are still worth a
-report and a comparison; only what needs the spec (the recommender) refuses, with the reason.
+``load_run`` reads ``run.json`` (its spec validated again), every stored point, for a
+``find_max_rate`` sweep ``max_rate.json``'s searches, and a confirmation's points
+(``confirm/``). A spec that no longer validates (written by an older batchbench, say) does not
+stop the folder from loading: the figures are still worth a report and a comparison; only what
+needs the spec (the recommender) refuses, with the reason.
 The files the decisions write (``recommendation.json``, ``compare.json``) are read by the
 modules that write them.
 """
@@ -18,7 +19,7 @@ from typing import Any
 from harness.errors import UserError
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec, validate_spec
-from harness.store.layout import MAX_RATE_FILE
+from harness.store.layout import CONFIRM_DIR, MAX_RATE_FILE, RUN_FILE
 from harness.store.results import PointResult, ResultStore, read_json
 
 
@@ -47,6 +48,8 @@ class RunFolder:
     root: Path | None = None
     record: RunRecord = field(default_factory=RunRecord)
     spec_error: str | None = None
+    # A confirmation's points (``confirm/``): the tied-best re-measured in rounds; None: none.
+    confirmation: list[PointResult] | None = None
 
     def checked_spec(self) -> SweepSpec:
         """The validated spec; UserError saying why when run.json's no longer validates."""
@@ -69,6 +72,7 @@ def load_run(run_dir: Path | str) -> RunFolder:
         root=store.root,
         record=_record(info),
         spec_error=spec_error,
+        confirmation=_confirmation(store.root / CONFIRM_DIR),
     )
 
 
@@ -77,6 +81,12 @@ def _validated(given: Any, source: str) -> tuple[SweepSpec | None, str | None]:
         return validate_spec(given, source=source), None
     except UserError as exc:
         return None, str(exc)
+
+
+def _confirmation(folder: Path) -> list[PointResult] | None:
+    if not (folder / RUN_FILE).is_file():
+        return None
+    return ResultStore.open(folder).load_points()
 
 
 def _searches(path: Path) -> list[dict[str, Any]] | None:

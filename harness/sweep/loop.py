@@ -75,6 +75,7 @@ class Sweep:
     progress: SweepProgress
     model_base: Path | None = None
     command: tuple[str, ...] = ()
+    batching_file: Path | None = None  # served instead of each configuration's own
     running: tuple[tuple[ServerConfig, int], RunningTarget] | None = None
     done: int = 0
     failed: list[str] = field(default_factory=list)
@@ -93,7 +94,12 @@ class Sweep:
         self.stop_target()
         folder = self.store.root / "servers" / point.server.key
         target = start_target(
-            self.spec, point.server, model_base=self.model_base, folder=folder, command=self.command
+            self.spec,
+            point.server,
+            model_base=self.model_base,
+            folder=folder,
+            command=self.command,
+            batching_file=self.batching_file,
         )
         self.running = (wanted, target)
         return target
@@ -142,7 +148,7 @@ def run_sweep(
     preflight.raise_refusals(findings)
     models_dir = store.root.parent / "models"
     sweep = Sweep(spec, store, make_progress(len(points), live=live))
-    sweep.model_base = _model_base(spec, models_dir)
+    sweep.model_base = model_base(spec, models_dir)
     if spec.target.kind != "external":
         sweep.command = server_command(spec)
     print(f"run folder: {store.root}\n{len(points)} points, {estimate.describe()}", flush=True)
@@ -157,11 +163,20 @@ def run_sweep(
     finally:
         sweep.stop_target()
         sweep.progress.close()
-        _finish(store, interrupted)
+        finish_run(store, interrupted)
+    if spec.confirm is not None and not interrupted:
+        confirm(store.root, spec.confirm.top, spec.confirm.rounds, live=live)
     if report:
         path = write_report(store.root)
         print(f"report: {path}", flush=True)
     return store.root
+
+
+def confirm(run_dir: Path, top: int, rounds: int, *, live: bool | None = None) -> None:
+    """The spec's confirmation rounds (harness.sweep.confirm), after the sweep."""
+    from harness.sweep.confirm import run_confirmation  # it runs sweeps itself: import late
+
+    run_confirmation(run_dir, top, rounds, live=live)
 
 
 def _loop(sweep: Sweep, strategy: Strategy, interrupt: Interrupt) -> None:
@@ -236,7 +251,9 @@ def _open_store(
     return ResultStore.create(root, spec, points, environment)
 
 
-def _model_base(spec: SweepSpec, models_dir: Path) -> Path | None:
+def model_base(spec: SweepSpec, models_dir: Path) -> Path | None:
+    """The SavedModel base path the servers load: the spec's, or a built-in built on first
+    use under ``models_dir``; None for an external target."""
     model = spec.model
     if spec.target.kind == "external":
         return None
@@ -259,7 +276,8 @@ def _load_average() -> float | None:
         return None
 
 
-def _finish(store: ResultStore, interrupted: bool) -> None:
+def finish_run(store: ResultStore, interrupted: bool) -> None:
+    """Regenerate results.csv and record in run.json when (and whether fully) the run ended."""
     store.write_csv()
     info = store.run_info()
     info.update(finished_at=timestamp(), interrupted=interrupted)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.decide.stats import interval_figures
 from harness.plan.placement import more_processes
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
@@ -284,13 +285,15 @@ def point_result(
     server = _server_telemetry(used)
     if server is not None:
         metrics.update(server[1])
+    windows = [
+        _window_entry(i, w, i in verdict.windows_used) for i, w in enumerate(measurement.windows)
+    ]
+    used_figures = [w["metrics"] for w in windows if w["used"]]
+    metrics.update(interval_figures(point.key, [used_figures]))
     return PointResult(
         point,
         metrics=metrics,
-        windows=[
-            _window_entry(i, w, i in verdict.windows_used)
-            for i, w in enumerate(measurement.windows)
-        ],
+        windows=windows,
         histogram=combined["histogram"] or None,
         stability=verdict.as_dict(),
         valid=not measurement.invalid_reasons,

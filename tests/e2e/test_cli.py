@@ -103,6 +103,37 @@ def test_demo_runs_the_default_sweep_and_ends_with_the_run_folder(demo_run):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the session's demo run (4-7 min) is set up inside it
+def test_the_demo_confirms_its_recommendation_in_interleaved_rounds(demo_run):
+    """The demo preset's confirmation: the tied-best configurations (at most 2) and the
+    unbatched baseline measured again in 3 rounds, the order rotated and reversed, and the
+    recommendation taken from those rounds, paired. (On a machine so loaded that no
+    configuration meets the demo's SLO there is nothing to confirm, and the demo says so.)"""
+    from dataclasses import replace
+
+    from harness.decide.recommend import recommend
+    from harness.store.run_folder import load_run
+
+    completed, run_dir = demo_run
+    swept = recommend(replace(load_run(run_dir), confirmation=None))
+    if swept.status != "met":
+        assert "confirmation: no configuration met the constraints" in completed.stdout
+        assert not (run_dir / "confirm").exists()
+        return
+    store = ResultStore.open(run_dir / "confirm")
+    planned = store.planned_points()
+    groups = list(dict.fromkeys(p.key.rsplit("-rep", 1)[0] for p in planned))
+    assert 1 <= len(groups) <= 3 and any(g.startswith("nobatch-") for g in groups)
+    rounds = [[p.key.rsplit("-rep", 1)[0] for p in planned if p.repeat == r] for r in range(3)]
+    assert rounds[0] == groups and rounds[1] == groups[::-1]  # reversed in the second round
+    assert len(store.load_points()) == len(groups) * 3
+    rec = recommend(load_run(run_dir))
+    assert rec.confirmed and rec.decision is not None and rec.decision.paired
+    assert rec.chosen.key in groups
+    assert 'id="confirmation-table"' in (run_dir / "report.html").read_text()
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(900)  # the session's demo run (3-6 min) is set up inside it
 def test_the_demo_report_renders_cleanly_in_a_browser(demo_run, chromium):
     completed, run_dir = demo_run

@@ -154,3 +154,11 @@ def test_h2load_command_lines():
     rest = h2load_argv("h2load", "rest", "http://h:2", Path("b"), ["-n", "5"])
     assert "--h1" in rest and rest[rest.index("-c") + 1] == "16"
     assert rest[-1] == "http://h:2/v1/models/mlp:predict"
+
+
+def test_consistency_counts_runs_whose_pick_every_other_run_ties():
+    from benchmarks.decisions import consistent
+
+    picks = [("a", ["a", "b"]), ("b", ["b", "a"]), ("a", ["a"])]
+    assert consistent(picks) == 2  # run 2 picked b, which run 3 does not tie with a
+    assert consistent([("a", ["a"]), (None, [])]) == 0

@@ -16,16 +16,15 @@ from harness.decide.compare import (
     MARKDOWN_FILE,
     PointSamples,
     Side,
-    bootstrap_change,
     compare_point,
     compare_sides,
     junit_xml,
     load_side,
     markdown,
     parse_thresholds,
-    resampled_centres,
     write_baseline,
 )
+from harness.decide.stats import bootstrap_change, resampled_centres
 from harness.errors import UserError
 from harness.store.layout import COMPARE_FILE
 from harness.store.results import PointResult, ResultStore
@@ -237,3 +236,50 @@ def test_thresholds_default_and_extend():
         "latency_p99_ms": 0.2,
         "latency_p50_ms": 0.15,
     }
+
+
+def test_a_baseline_keeps_the_last_k_runs_of_the_same_points(tmp_path):
+    path = tmp_path / "baseline.json"
+    for run in ("ci-base", "ci-rerun", "ci-wobble", "ci-base"):
+        write_baseline(GOLDEN / run, path, keep=3)
+    data = json.loads(path.read_text())
+    history = [h["source"]["run_id"] for h in data["history"]]
+    assert history == ["ci-wobble", "ci-rerun"]  # newest first, the oldest dropped
+    side = load_side(path)
+    assert side.runs() == 3
+    # The drop is larger than what three unchanged runs vary by: still caught.
+    slower = compare_sides(side, load_side(GOLDEN / "ci-slower"), THRESHOLDS)
+    assert not slower.passed
+    assert all(m.run_noise for p in slower.points for m in p.metrics)
+
+
+def test_a_single_run_baseline_file_without_history_still_loads(tmp_path):
+    path = tmp_path / "old.json"
+    write_baseline(GOLDEN / "ci-base", path)
+    data = json.loads(path.read_text())
+    data.pop("history")
+    path.write_text(json.dumps(data))
+    side = load_side(path)
+    assert side.runs() == 1 and side.run_noise(side.points[0].group, "throughput_rps") is None
+
+
+def run_side(runs: list[list[list[float]]]) -> Side:
+    """A baseline of several runs of point ``p``: per run, per repeat, window throughputs."""
+    points = [
+        PointSamples(f"p-rep{i}", "p", "ok", True, True, None, {}, {"throughput_rps": w}, run=r)
+        for r, repeats in enumerate(runs)
+        for i, w in enumerate(repeats)
+    ]
+    return Side("baseline", "baseline", points)
+
+
+def test_a_run_level_dip_inside_the_baselines_between_run_spread_passes():
+    # Each run is quiet inside (windows within 1%), but whole runs differ by up to 10%.
+    quiet = [[[1000.0, 1005.0, 995.0], [1002.0, 998.0, 1000.0]]]
+    runs = [[[v * level for v in w] for w in quiet[0]] for level in (1.0, 0.92, 1.08)]
+    current = Side("current", "run", [p for p in run_side([[[880.0, 885.0, 878.0]] * 2]).points])
+    one_run = compare_sides(run_side(runs[:1]), current, THRESHOLDS)
+    assert not one_run.passed  # -12% against one quiet run: beyond its own noise
+    three_runs = compare_sides(run_side(runs), current, THRESHOLDS)
+    assert three_runs.passed  # against runs that themselves vary by 8%: inside the noise
+    assert three_runs.points[0].metrics[0].run_noise == pytest.approx(0.08, rel=0.02)
