@@ -46,7 +46,7 @@ from benchmarks.common import (
     result,
 )
 from harness.plan.batching_file import BatchingParams
-from harness.plan.placement import Placement, plan_placement
+from harness.plan.placement import Placement, PlacementMode, plan_placement
 from harness.servers.replicas import PROMETHEUS_PATH
 from harness.servers.server_process import ServerProcess, child_argv
 from harness.servers.targets import machine_cpus
@@ -208,7 +208,7 @@ def run_raw(
 
 # --- one set-up, interleaved ----------------------------------------------------------------------
 
-SETUPS = (
+SETUPS: tuple[tuple[str, bool, PlacementMode], ...] = (
     ("grpc", False, "none"),
     ("grpc", False, "auto"),
     ("grpc", True, "auto"),
@@ -337,13 +337,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp:
         bodies = write_bodies(Path(tmp))
         for protocol, batching, mode in SETUPS:
-            placement = plan_placement(machine_cpus(), 1, mode=mode)  # type: ignore[arg-type]
+            placement = plan_placement(machine_cpus(), 1, mode=mode)
             figures[(protocol, batching, mode)] = measure_setup(
                 h2load, protocol, batching, placement, bodies
             )
     rows: list[BenchResult] = []
-    for (protocol, batching, mode), entry in figures.items():
-        rows += setup_rows(setup_name(protocol, batching, mode), mode, entry)
+    for (protocol, batching, setup_mode), entry in figures.items():
+        rows += setup_rows(setup_name(protocol, batching, setup_mode), setup_mode, entry)
     for protocol in ("grpc", "rest"):
         rows += profile_rows(protocol, figures[(protocol, False, "auto")])
         none, auto = figures[(protocol, False, "none")], figures[(protocol, False, "auto")]

@@ -50,9 +50,10 @@ def by_second(readings: Sequence[Reading]) -> dict[int, dict[str, float | None]]
     series: dict[int, dict[str, float | None]] = {}
     for before, after in itertools.pairwise(readings):
         mean = None
-        if None not in (before.batches, after.batches, before.batch_rows, after.batch_rows):
-            batches = after.batches - before.batches  # type: ignore[operator]
-            rows = after.batch_rows - before.batch_rows  # type: ignore[operator]
+        counts = (before.batches, after.batches, before.batch_rows, after.batch_rows)
+        if all(count is not None for count in counts):
+            b0, b1, r0, r1 = (float(count or 0) for count in counts)
+            batches, rows = b1 - b0, r1 - r0
             mean = rows / batches if batches > 0 else None
         second = max(int(after.at_s) - 1, 0) if after.at_s >= 1 else 0
         series[second] = {"queue_depth": after.queue_depth, "batch_size_mean": mean}

@@ -235,10 +235,8 @@ def decision_text(decision: Decision) -> str:
 
 
 def _runner_up(decision: Decision) -> str | None:
-    others = [k for k, c in decision.changes.items() if c is not None]
-    if not others:
-        return None
-    return min(others, key=lambda k: abs(decision.changes[k].change))  # type: ignore[union-attr]
+    others = {k: abs(c.change) for k, c in decision.changes.items() if c is not None}
+    return min(others, key=others.__getitem__) if others else None
 
 
 def _interval_text(decision: Decision, key: str, metric_id: str) -> str:

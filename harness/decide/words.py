@@ -100,8 +100,8 @@ def _gains_text(rec: Ranked) -> str:
     parts = []
     unbatched, default = rec.baselines.get("unbatched"), rec.baselines.get("tfserving_default")
     what = "max rate" if rec.mode == "max_rate" else "throughput"
-    if unbatched and unbatched.differs:
-        parts.append(f"{unbatched.gain + 1:.2f}× the unbatched baseline's {what}")  # type: ignore[operator]
+    if unbatched and unbatched.differs and unbatched.gain is not None:
+        parts.append(f"{unbatched.gain + 1:.2f}× the unbatched baseline's {what}")
     if default and default.differs:
         parts.append(f"{_change(default.gain)} over TF Serving's default batching")
     return f" ({', '.join(parts)})" if parts else ""

@@ -248,7 +248,7 @@ def server_label(server: ServerConfig, varying: set[str], protocol: str | None =
 def _batching_label(server: ServerConfig, varying: set[str]) -> str:
     if server.batching is None:
         return "no batching"
-    values = server.batching.as_dict()
+    values: dict[str, Any] = server.batching.as_dict()
     if not values:
         return "TF defaults"
     parts = []

@@ -73,7 +73,7 @@ class PointResult:
 
     @property
     def stable(self) -> bool:
-        return bool(self.stability) and self.stability.get("verdict") == "stable"  # type: ignore[union-attr]
+        return self.stability is not None and self.stability.get("verdict") == "stable"
 
     @classmethod
     def failed(cls, point: Point, reason: str, log_tail: str | None = None) -> PointResult:

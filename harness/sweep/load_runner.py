@@ -131,7 +131,8 @@ def run_locust(plan: LoadPlan, result_file: Path, *, grace_s: float = 60.0) -> d
         env=_locust_env(),
     ) as process:
         try:
-            for line in process.stdout:  # type: ignore[union-attr]
+            assert process.stdout is not None  # started with stdout=PIPE
+            for line in process.stdout:
                 tail.append(line)
             process.wait(timeout=plan.duration_s + grace_s)
         except BaseException:
