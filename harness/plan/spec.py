@@ -199,6 +199,7 @@ def _with_batching(base: type[_Strict], role: _Role) -> type[_Strict]:
     return model
 
 
+# A base made at run time from the batching field table: mypy cannot see its fields.
 class BatchingAxes(_with_batching(_Strict, "axis")):  # type: ignore[misc]
     """Each a list of values to sweep; ``null`` keeps the server's default for that field."""
 
@@ -221,10 +222,12 @@ class _ExcludeHead(_Strict):
     replicas: PosInt | None = None
 
 
+# A base made at run time from the batching field table: mypy cannot see its fields.
 class IncludeRule(_with_batching(_IncludeHead, "include")):  # type: ignore[misc]
     """One extra server configuration; fields not given keep the server default (replicas 1)."""
 
 
+# A base made at run time from the batching field table: mypy cannot see its fields.
 class ExcludeRule(_with_batching(_ExcludeHead, "exclude")):  # type: ignore[misc]
     """Drops every point whose values equal all the fields given here (the others are free)."""
 
