@@ -289,6 +289,13 @@ def _add_threshold_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_gate_commands(commands) -> None:
+    _add_recommend(commands)
+    _add_compare(commands)
+    _add_ci(commands)
+    _add_ab(commands)
+
+
+def _add_recommend(commands) -> None:
     recommend = commands.add_parser(
         "recommend",
         help="rank a run's points and write recommendation.json and batching_parameters.txt",
@@ -323,6 +330,8 @@ def _add_gate_commands(commands) -> None:
     )
     recommend.set_defaults(run=_recommend)
 
+
+def _add_compare(commands) -> None:
     compare = commands.add_parser(
         "compare",
         help="compare two runs (or a baseline file); exit 1 on a regression beyond noise",
@@ -336,6 +345,8 @@ def _add_gate_commands(commands) -> None:
     _add_threshold_options(compare)
     compare.set_defaults(run=_compare)
 
+
+def _add_ci(commands) -> None:
     ci = commands.add_parser(
         "ci", help="run the ci preset and compare it with the baseline file in this repo"
     )
@@ -365,6 +376,8 @@ def _add_gate_commands(commands) -> None:
     _add_threshold_options(ci)
     ci.set_defaults(run=_ci)
 
+
+def _add_ab(commands) -> None:
     ab = commands.add_parser(
         "ab",
         help="compare two arms in interleaved rounds in one job; exit 1 when HEAD regressed",
