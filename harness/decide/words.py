@@ -136,7 +136,7 @@ def reasons(rec: Ranked, spec: SweepSpec) -> list[str]:
         lines.append(
             "Ties: a feasible candidate whose 95% interval of the difference from the best "
             "reaches zero is tied with it; among tied ones the lowest p99 wins, then fewer "
-            "replicas, then the smaller batch timeout, then the smaller max_batch_size."
+            "replicas, then the smaller batch timeout, then the smaller batch size."
         )
     if rec.runners_up and rec.chosen is not None:
         lines.append(_runner_up_text(rec.chosen, rec.runners_up[0], rec.mode))

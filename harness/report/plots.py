@@ -433,7 +433,7 @@ def _row_ticks(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def padding_chart(rows: Sequence[Mapping[str, Any]]) -> str | None:
-    """Per setting, padded rows ÷ executed rows: what allowed_batch_sizes (or padding variable
+    """Per setting, padded rows ÷ executed rows: what the allowed batch sizes (or padding variable
     lengths) costs against this traffic."""
     rows = [r for r in _bar_rows(rows) if r.get("padding_rows")]
     if not rows:
