@@ -24,8 +24,10 @@ BENCHMARKS = (
     "batching_overhead",
     "generator_capacity",
     "truth_synthetic",
+    "traffic_shapes",
     "stall",
     "wrk_check",
+    "h2load_check",
     "sweep_wall_time",
     "repeatability",
 )

@@ -11,7 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,8 +28,10 @@ import psutil
 from harness.models.zoo import ensure_model
 from harness.plan.batching_file import BatchingParams, write_batching_file
 from harness.plan.spec import LoadKind
+from harness.servers.replicas import write_monitoring_config
 from harness.servers.server_process import ServerProcess, free_port, start_server
 from harness.sweep.load_runner import LoadPlan, run_locust
+from scenarios.arrivals import ArrivalSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "reports" / "bench"
@@ -199,13 +204,22 @@ def server_flags(
 
 @contextlib.contextmanager
 def reference_server(
-    model: str, base: Path, batching: BatchingParams | None = None, *extra: str
+    model: str,
+    base: Path,
+    batching: BatchingParams | None = None,
+    *extra: str,
+    cpus: Sequence[int] = (),
+    metrics: bool = False,
 ) -> Iterator[ServerProcess]:
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-") as tmp,
-        start_server(server_flags(model, base, Path(tmp), batching, *extra)) as server,
-    ):
-        yield server
+    """A reference server on free ports (pinned to ``cpus`` when given; with Prometheus at
+    TF Serving's usual path when ``metrics``)."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        if metrics:
+            config = write_monitoring_config(Path(tmp))
+            extra = (*extra, f"--monitoring_config_file={config}")
+        flags = server_flags(model, base, Path(tmp), batching, *extra)
+        with start_server(flags, cpus=cpus) as server:
+            yield server
 
 
 @contextlib.contextmanager
@@ -234,9 +248,11 @@ def locust_run(
     warmup_s: float = 1.0,
     arrival: str = "constant",
     payload: str | None = None,
+    cpus: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """One Locust run (a warm-up stage, then one window) against ``server``: the window's
-    figures (the result file's stage entry) plus the whole result under ``"result"``."""
+    """One Locust run (a warm-up stage, then one window) against ``server`` (on ``cpus`` when
+    given): the window's figures (the result file's stage entry) plus the whole result under
+    ``"result"``."""
     plan = LoadPlan(
         protocol=protocol,
         targets=(target_of(server, protocol),),
@@ -246,8 +262,9 @@ def locust_run(
         warmup_s=warmup_s,
         window_s=seconds,
         windows=1,
-        arrival=arrival,
+        arrival=ArrivalSpec(arrival),
         payload=payload,
+        cpus=tuple(cpus),
     )
     with tempfile.TemporaryDirectory(prefix="bench-locust-") as tmp:
         run = run_locust(plan, Path(tmp) / "result.json")
@@ -283,3 +300,32 @@ def median_seconds(call, repeats: int) -> float:
         call()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+# --- tools from Debian ---------------------------------------------------------------------------
+
+APT_TIMEOUT_S = 600
+
+
+def find_tool(binary: str, package: str) -> tuple[str | None, str]:
+    """``binary``'s path, installing Debian's ``package`` with apt-get when it is missing:
+    (path, "" or "installed with apt-get"), or (None, why it cannot be had)."""
+    if path := shutil.which(binary):
+        return path, ""
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        return None, f"{binary} is not installed and apt-get needs root: apt-get install {package}"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", package]
+    problem = ""
+    # A fresh machine may have no package lists yet: update once, then try again.
+    for argv in (install, ["apt-get", "update", "-q"], install):
+        try:
+            done = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return None, f"{' '.join(argv)} took more than {APT_TIMEOUT_S} s"
+        if argv is install and done.returncode == 0 and shutil.which(binary):
+            return shutil.which(binary), "installed with apt-get"
+        problem = (done.stderr or done.stdout).strip()[-200:]
+    return None, f"apt-get install {package} failed: {problem}"

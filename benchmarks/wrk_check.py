@@ -12,15 +12,14 @@ Run: python -m benchmarks.wrk_check
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from benchmarks.common import (
+    find_tool,
     finish,
     locust_run,
     model_path,
@@ -69,20 +68,6 @@ def parse_wrk(output: str) -> tuple[float | None, int]:
     return (float(rate.group(1)) if rate else None), (int(bad.group(1)) if bad else 0)
 
 
-def find_wrk() -> tuple[str | None, str]:
-    """wrk's path, installing the Debian package when missing; (None, why) when impossible."""
-    if path := shutil.which("wrk"):
-        return path, ""
-    if not shutil.which("apt-get") or os.geteuid() != 0:
-        return None, "wrk is not installed and apt-get needs root here: apt-get install wrk"
-    done = subprocess.run(
-        ["apt-get", "install", "-y", "-q", "wrk"], capture_output=True, text=True, timeout=300
-    )
-    if done.returncode != 0 or not shutil.which("wrk"):
-        return None, f"apt-get install wrk failed: {done.stderr.strip()[-200:]}"
-    return shutil.which("wrk"), "installed with apt-get"
-
-
 def run_wrk(wrk: str, url: str, model: str) -> str:
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         script = Path(tmp) / "predict.lua"
@@ -96,7 +81,7 @@ def run_wrk(wrk: str, url: str, model: str) -> str:
 
 
 def main() -> int:
-    wrk, how = find_wrk()
+    wrk, how = find_tool("wrk", "wrk")
     if wrk is None:
         row = result(
             "wrk check: REST throughput ours vs wrk", None, "<= 0.1", notes=f"skipped: {how}"

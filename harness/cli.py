@@ -39,18 +39,19 @@ def _parse_option(text: str) -> tuple[str, str]:
 def _demo(args: argparse.Namespace) -> int:
     from harness.demo import run_demo
 
-    run_demo(Path(args.out))
+    run_demo(Path(args.out), placement=(args.placement, args.server_cpus, args.generator_cpus))
     return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from harness.plan.spec import load_preset, load_spec
+    from harness.plan.spec import load_preset, load_spec, with_placement
     from harness.store.results import ResultStore
     from harness.sweep.loop import run_sweep
 
     if (args.spec is None) == (args.preset is None):
         raise UserError("give a spec file or --preset NAME (not both)")
     spec = load_spec(args.spec) if args.spec else load_preset(args.preset)
+    spec = with_placement(spec, args.placement, args.server_cpus, args.generator_cpus)
     out = Path(args.resume or args.out) if (args.resume or args.out) else None
     run_dir = run_sweep(spec, out, resume=bool(args.resume), report=not args.no_report)
     print(f"run folder: {run_dir}")
@@ -62,9 +63,31 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from harness.servers.serve import serve
+    from harness.servers.serve import serve, serve_placement
 
-    return serve(args.server_flags, args.replicas, ready_timeout=args.ready_timeout)
+    placement = serve_placement(args.replicas, args.placement, args.server_cpus)
+    return serve(
+        args.server_flags, args.replicas, ready_timeout=args.ready_timeout, placement=placement
+    )
+
+
+def _add_placement_options(
+    parser: argparse.ArgumentParser, default: str, *, generator: bool = True
+) -> None:
+    parser.add_argument(
+        "--placement",
+        choices=("auto", "none", "cpus"),
+        help=f"CPU placement of servers and load generator (default: {default})",
+    )
+    parser.add_argument(
+        "--server-cpus", metavar="LIST", help="the servers' CPUs, e.g. 0-2 (implies cpus)"
+    )
+    if generator:
+        parser.add_argument(
+            "--generator-cpus",
+            metavar="LIST",
+            help="the load generator's CPUs, e.g. 3 (implies cpus)",
+        )
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -266,6 +289,13 @@ def _add_threshold_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_gate_commands(commands) -> None:
+    _add_recommend(commands)
+    _add_compare(commands)
+    _add_ci(commands)
+    _add_ab(commands)
+
+
+def _add_recommend(commands) -> None:
     recommend = commands.add_parser(
         "recommend",
         help="rank a run's points and write recommendation.json and batching_parameters.txt",
@@ -300,6 +330,8 @@ def _add_gate_commands(commands) -> None:
     )
     recommend.set_defaults(run=_recommend)
 
+
+def _add_compare(commands) -> None:
     compare = commands.add_parser(
         "compare",
         help="compare two runs (or a baseline file); exit 1 on a regression beyond noise",
@@ -313,6 +345,8 @@ def _add_gate_commands(commands) -> None:
     _add_threshold_options(compare)
     compare.set_defaults(run=_compare)
 
+
+def _add_ci(commands) -> None:
     ci = commands.add_parser(
         "ci", help="run the ci preset and compare it with the baseline file in this repo"
     )
@@ -342,6 +376,8 @@ def _add_gate_commands(commands) -> None:
     _add_threshold_options(ci)
     ci.set_defaults(run=_ci)
 
+
+def _add_ab(commands) -> None:
     ab = commands.add_parser(
         "ab",
         help="compare two arms in interleaved rounds in one job; exit 1 when HEAD regressed",
@@ -387,29 +423,35 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run the default sweep on the built-in mlp model and write its report"
     )
     demo.add_argument("--out", default="reports", help="where models and runs are written")
+    _add_placement_options(demo, "auto")
     demo.set_defaults(run=_demo)
 
     sweep = commands.add_parser("sweep", help="run a sweep spec; results go to reports/RUN-ID")
     sweep.add_argument("spec", nargs="?", help="the sweep spec (YAML)")
-    sweep.add_argument("--preset", help="a shipped spec instead: default or ci")
+    sweep.add_argument("--preset", help="a shipped spec instead: default, ci or bursty")
     sweep.add_argument("--out", help="the run folder (default: reports/<run-id>)")
     sweep.add_argument(
         "--resume", metavar="RUN", help="continue the run in this folder, skipping done points"
     )
     sweep.add_argument("--no-report", action="store_true", help="do not write report.html")
+    _add_placement_options(sweep, "the spec's placement, else auto")
     sweep.set_defaults(run=_sweep)
 
     serve = commands.add_parser(
         "serve",
         help="run N reference-server replicas as one service until Ctrl-C",
-        usage="batchbench serve [--replicas N] [--ready-timeout S] --model_name=M "
-        "--model_base_path=P [other reference-server flags]",
+        usage="batchbench serve [--replicas N] [--ready-timeout S] [--placement auto|none] "
+        "[--server-cpus LIST] --model_name=M --model_base_path=P [other reference-server flags]",
         description="Start N reference-server replicas with the given tensorflow_model_server "
-        "flags (each gets free ports and its share of the cores), wait until all are "
-        "AVAILABLE, print the endpoints, stop all on Ctrl-C or SIGTERM.",
+        "flags (each gets free ports and its share of the cores, or with a placement its own "
+        "CPU set), wait until all are AVAILABLE, print the endpoints, stop all on Ctrl-C or "
+        "SIGTERM.",
     )
     serve.add_argument("--replicas", type=int, default=1)
     serve.add_argument("--ready-timeout", type=float, default=120.0, help="seconds")
+    _add_placement_options(
+        serve, "none; auto keeps cores free for a load generator", generator=False
+    )
     # Every other argument is a reference-server flag (--model_name=m ...): see main().
     serve.set_defaults(run=_serve, takes_server_flags=True)
 

@@ -86,6 +86,7 @@ class _Ticket:
         "lock",
         "loop",
         "outcomes",
+        "params",
         "remaining",
         "rows",
         "run",
@@ -93,9 +94,16 @@ class _Ticket:
     )
 
     def __init__(
-        self, key: Hashable, inputs: Tensors, run: RunFn, rows: int, deadline: float | None
+        self,
+        key: Hashable,
+        inputs: Tensors,
+        run: RunFn,
+        rows: int,
+        deadline: float | None,
+        params: BatchingParameters,
     ) -> None:
         self.key = key
+        self.params = params  # its queue's parameters (padding happens by them)
         self.inputs = inputs
         self.run = run
         self.rows = rows
@@ -197,7 +205,11 @@ class BatchScheduler:
             thread.start()
 
     async def submit(
-        self, key: Hashable, inputs: dict[str, np.ndarray], run: RunFn
+        self,
+        key: Hashable,
+        inputs: dict[str, np.ndarray],
+        run: RunFn,
+        params: BatchingParameters | None = None,
     ) -> tuple[dict[str, np.ndarray], BatchStats]:
         """Run ``inputs`` as part of a batch of ``key``'s queue; return its outputs and stats.
 
@@ -210,13 +222,19 @@ class BatchScheduler:
         Serving's error for where the task was: RESOURCE_EXHAUSTED while still queued,
         DEADLINE_EXCEEDED while its batch ran (the batch itself runs on for its other tasks).
         A batch whose tasks have all expired when a thread takes it is not run at all.
+
+        `params` (validated) are the queue's own parameters, as with TF Serving's per-model
+        batching parameters: a key's queue takes the limits of its first task's `params`, and
+        its batches are padded by them; the scheduler's threads stay shared. None: the
+        scheduler's parameters.
         """
         deadline = REQUEST_DEADLINE.get()
-        ticket = _Ticket(key, inputs, run, task_rows(inputs), deadline)
+        params = params or self._params
+        ticket = _Ticket(key, inputs, run, task_rows(inputs), deadline, params)
         with self._cond:
             if self._closed:
                 raise unavailable(_CLOSED)
-            parts, wake = self._schedule(key, ticket)
+            parts, wake = self._schedule(self._queue_key(key, inputs, params), ticket, params)
             ticket.expect_parts(parts)
             if wake:
                 self._cond.notify()
@@ -228,10 +246,23 @@ class BatchScheduler:
         except TimeoutError:
             raise (deadline_exceeded() if ticket.started else deadline_expired()) from None
 
-    def _schedule(self, key: Hashable, ticket: _Ticket) -> tuple[int, bool]:
+    def _queue_key(self, key: Hashable, inputs: Tensors, params: BatchingParameters) -> Hashable:
+        """``key`` plus what tasks must share to be merged: dtypes and, without padding, the
+        shapes past dim 0 (with padding, the ranks). TF Serving queues by signature alone and
+        fails the whole batch when one task's tensors do not fit the others'; a malformed
+        request in its own queue fails alone, never the requests it would have joined."""
+        pad = params.pad_variable_length_inputs
+        return key, tuple(
+            (t.dtype.str, t.ndim if pad else t.shape[1:]) for _, t in sorted(inputs.items())
+        )
+
+    def _schedule(
+        self, key: Hashable, ticket: _Ticket, params: BatchingParameters
+    ) -> tuple[int, bool]:
         """The policy's schedule (under the lock), counting queue-full rejections."""
+        limits = None if params is self._params else QueueLimits.from_params(params)
         try:
-            return self._policy.schedule(key, ticket, ticket.rows)
+            return self._policy.schedule(key, ticket, ticket.rows, limits)
         except ServingError as exc:
             if exc.code == grpc.StatusCode.UNAVAILABLE:  # the policy's only UNAVAILABLE: queue full
                 self._rejected_full += 1
@@ -301,13 +332,14 @@ class BatchScheduler:
             ticket.started = True
         if _all_expired(tickets, time.monotonic()):  # TF runs no batch that nobody awaits
             return [(p, deadline_expired()) for p in pieces]
-        size = padded_batch_size(self._params.allowed_batch_sizes, batch.size)
+        params = tickets[0].params
+        size = padded_batch_size(params.allowed_batch_sizes, batch.size)
         compute = 0.0
         try:
             merged = merge_inputs(
                 [_ticket(p).piece_inputs(p) for p in pieces],
                 size,
-                pad_variable_length=self._params.pad_variable_length_inputs,
+                pad_variable_length=params.pad_variable_length_inputs,
             )
             run = _ticket(pieces[0]).run
             run_start = self._clock()

@@ -269,11 +269,17 @@ class BatchQueue:
             )
 
 
+# Idle queues are dropped once a scheduler has more queues than this, so keys that come and
+# go (e.g. one per malformed shape) cannot grow the scheduler without bound.
+MAX_QUEUES_KEPT = 64
+
+
 class BatchPolicy:
     """All queues of one scheduler (TF's SharedBatchScheduler without its threads).
 
     Queues are created on a key's first task. ``next_batch`` visits them round-robin from where
-    the previous call stopped, so one busy key cannot starve the others.
+    the previous call stopped, so one busy key cannot starve the others. Beyond
+    MAX_QUEUES_KEPT queues, the idle ones (no task waiting) are dropped when a new one is made.
     """
 
     def __init__(self, limits: QueueLimits, clock: Clock) -> None:
@@ -283,13 +289,27 @@ class BatchPolicy:
         self._order: list[BatchQueue] = []
         self._next = 0
 
-    def schedule(self, key: Hashable, ticket: object, rows: int) -> tuple[int, bool]:
-        """Enqueue a task on ``key``'s queue; see BatchQueue.schedule."""
+    def schedule(
+        self, key: Hashable, ticket: object, rows: int, limits: QueueLimits | None = None
+    ) -> tuple[int, bool]:
+        """Enqueue a task on ``key``'s queue; see BatchQueue.schedule. A new queue takes
+        ``limits`` (a model's own batching parameters), or the policy's."""
         queue = self._queues.get(key)
         if queue is None:
-            queue = self._queues[key] = BatchQueue(self._limits, self._clock)
+            if len(self._queues) >= MAX_QUEUES_KEPT:
+                self._drop_idle_queues()
+            queue = self._queues[key] = BatchQueue(limits or self._limits, self._clock)
             self._order.append(queue)
         return queue.schedule(ticket, rows)
+
+    def _drop_idle_queues(self) -> None:
+        self._queues = {k: q for k, q in self._queues.items() if q.num_tasks}
+        self._order = [q for q in self._order if q.num_tasks]
+        self._next = 0
+
+    @property
+    def num_queues(self) -> int:
+        return len(self._queues)
 
     def next_batch(self) -> Batch | None:
         """A runnable batch from the next queue in turn that has one, or None."""

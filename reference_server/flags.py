@@ -138,7 +138,8 @@ FLAG_SPECS: tuple[FlagSpec, ...] = (
     FlagSpec(
         "enable_per_model_batching_parameters",
         "bool",
-        "Read batching_params.pbtxt from each SavedModel directory.",
+        "Read batching_params.pbtxt from each SavedModel directory (a version without one "
+        "does not batch).",
     ),
     FlagSpec(
         "model_config_file",
@@ -278,7 +279,6 @@ SPECS_BY_NAME: Mapping[str, FlagSpec] = {spec.name: spec for spec in FLAG_SPECS}
 ACCEPTED_WITHOUT_EFFECT: frozenset[str] = frozenset(
     {
         "rest_api_enable_cors_support",
-        "enable_per_model_batching_parameters",
         "num_load_threads",
         "num_unload_threads",
         "flush_filesystem_caches",

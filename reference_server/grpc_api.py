@@ -18,14 +18,19 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError
+from google.protobuf.message_factory import GetMessageClass
 from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_management_pb2,
+    model_service_pb2,
     model_service_pb2_grpc,
     predict_pb2,
+    prediction_service_pb2,
     prediction_service_pb2_grpc,
     regression_pb2,
 )
@@ -43,6 +48,7 @@ from reference_server.model_registry import VersionRecord
 from reference_server.security import RequestLimits
 from reference_server.servable import Signature
 from reference_server.tensor_codec import (
+    DEFAULT_MAX_TENSOR_BYTES,
     TensorProtoError,
     tensor_proto_to_ndarray,
     write_tensor_proto,
@@ -113,11 +119,54 @@ def add_grpc_services(
     server: grpc.aio.Server, core: InferenceCore, limits: RequestLimits | None = None
 ) -> None:
     """Register PredictionService and ModelService, answered by ``core``, on ``server``;
-    ``limits`` bounds the rows of each request."""
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(core, limits or RequestLimits()), server
+    ``limits`` bounds the rows and decoded tensor bytes of each request."""
+    predictions = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+    models = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
+    server.add_generic_rpc_handlers(
+        (
+            service_handler(predictions, PredictionServicer(core, limits or RequestLimits())),
+            service_handler(models, ModelServicer(core)),
+        )
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core), server)
+
+
+def service_handler(service: ServiceDescriptor, servicer: Any) -> grpc.GenericRpcHandler:
+    """What the generated ``add_*Servicer_to_server`` registers, but with request parsing that
+    never raises: grpc.aio answers a deserializer's exception with UNKNOWN, a server error,
+    for what is the client's malformed message (see UnparseableRequest)."""
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient_parser(GetMessageClass(method.input_type)),
+            response_serializer=GetMessageClass(method.output_type).SerializeToString,
+        )
+        for method in service.methods
+    }
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+class UnparseableRequest:
+    """Stands in for a request message whose bytes did not parse; ``rpc`` refuses it."""
+
+    __slots__ = ("type_name",)
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+
+def _lenient_parser(message_class: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError:
+            return UnparseableRequest(message_class.DESCRIPTOR.full_name)
+
+    return parse
+
+
+def unparseable_request(request: UnparseableRequest) -> ServingError:
+    # TF Serving's C++ gRPC answers INTERNAL with the type name; it is the client's error.
+    return invalid_argument(f"Failed to parse request message as {request.type_name}")
 
 
 # -- error mapping -----------------------------------------------------------------------------
@@ -147,6 +196,8 @@ def rpc(method: Handler) -> Callable[[Any, Any, grpc.aio.ServicerContext], Await
         deadline = None if remaining is None else time.monotonic() + remaining
         token = REQUEST_DEADLINE.set(deadline)
         try:
+            if type(request) is UnparseableRequest:
+                raise unparseable_request(request)
             return await method(self, request, context)
         except ServingError as exc:
             if deadline is not None and time.monotonic() >= deadline:
@@ -174,13 +225,16 @@ def request_model_spec(request: Any) -> ModelSpec:
 
 
 def decode_inputs(
-    signature: Signature, tensors: Mapping[str, tensor_pb2.TensorProto]
+    signature: Signature,
+    tensors: Mapping[str, tensor_pb2.TensorProto],
+    max_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
 ) -> dict[str, np.ndarray]:
     """A PredictRequest's inputs as arrays, with predict_util.cc's alias and parsing errors.
 
     Names, dtypes and shapes against the signature are the core's check; here only what TF
     Serving reports while turning protos into tensors: an unknown alias (when the count matches)
-    and an unparseable TensorProto.
+    and an unparseable TensorProto. The tensors together may take at most ``max_bytes``: a
+    tensor that would overrun what is left is unparseable, as one TensorFlow cannot allocate.
     """
     count_matches = len(tensors) == len(signature.inputs)
     inputs = {}
@@ -191,13 +245,16 @@ def decode_inputs(
                 f"input tensor alias not found in signature: {alias}. "
                 f"Inputs expected to be in the set {{{expected}}}."
             )
-        inputs[alias] = decode_input(alias, tensors[alias])
+        inputs[alias] = decode_input(alias, tensors[alias], max_bytes)
+        max_bytes -= inputs[alias].nbytes
     return inputs
 
 
-def decode_input(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
+def decode_input(
+    alias: str, proto: tensor_pb2.TensorProto, max_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+) -> np.ndarray:
     try:
-        return tensor_proto_to_ndarray(proto)
+        return tensor_proto_to_ndarray(proto, max_bytes)
     except TensorProtoError as exc:
         log.debug("tensor parsing error: %s: %s", alias, exc)
         raise invalid_argument(f"tensor parsing error: {alias}") from None
@@ -247,7 +304,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             spec = request_model_spec(request)
             # Resolve before parsing tensors: TF Serving reports a bad model/signature first.
             _, signature = self._core.resolve(spec)
-            inputs = decode_inputs(signature, request.inputs)
+            inputs = decode_inputs(signature, request.inputs, self._limits.max_tensor_bytes)
             self._limits.check_inputs(inputs)
         except ServingError as exc:  # never reached the core: count it here, as TF Serving does
             notify_failure(self._core.observers, request.model_spec.name, "Predict", exc, started)

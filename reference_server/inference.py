@@ -29,6 +29,7 @@ from tensorflow_serving.apis import (
 
 from reference_server.batch_scheduler import REQUEST_DEADLINE, BatchScheduler, deadline_exceeded
 from reference_server.batching import BatchStats
+from reference_server.batching_params import BatchingParameters
 from reference_server.errors import ServingError, invalid_argument
 from reference_server.model_registry import ModelRegistry, VersionRecord
 from reference_server.run_costs import RunCosts
@@ -89,6 +90,10 @@ class RequestRecord:
 Observer = Callable[[RequestRecord], None]
 
 
+# A servable's own batching parameters, or None when it does not batch.
+ModelBatching = Callable[[Servable], BatchingParameters | None]
+
+
 class InferenceCore:
     """Resolves servables, validates requests and runs them, batched or not."""
 
@@ -98,9 +103,12 @@ class InferenceCore:
         scheduler: BatchScheduler | None = None,
         *,
         max_unbatched_threads: int = 64,
+        model_batching: ModelBatching | None = None,
     ) -> None:
         self.registry = registry
         self.scheduler = scheduler
+        # Per-model batching parameters (None: every model batches by the scheduler's own).
+        self.model_batching = model_batching
         # Unbatched, TF Serving runs the session on the RPC thread; a pool keeps the loop free
         # (but for runs shorter than the hop to it: see run_costs.py).
         self._executor = ThreadPoolExecutor(max_unbatched_threads, thread_name_prefix="session")
@@ -218,9 +226,12 @@ class InferenceCore:
         def run(batch_inputs: Tensors) -> Tensors:
             return self._measured_run(servable, signature, batch_inputs, aliases, cost_key)
 
-        if self.scheduler is not None:
+        params = None
+        if self.scheduler is not None and self.model_batching is not None:
+            params = self.model_batching(servable)
+        if self.scheduler is not None and (self.model_batching is None or params is not None):
             key = (servable.name, servable.version, signature.name, tuple(sorted(inputs)), aliases)
-            return await self.scheduler.submit(key, inputs, run)
+            return await self.scheduler.submit(key, inputs, run, params)
         started = time.perf_counter()
         rows = _rows(inputs)
         if not self._closed and self._run_costs.runs_inline(cost_key, rows):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,11 @@ from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb
 
 from reference_server.errors import ServingError, invalid_argument
 from reference_server.servable import TensorInfo
+from reference_server.tensor_codec import (
+    DEFAULT_MAX_TENSOR_BYTES,
+    TensorProtoError,
+    check_tensor_size,
+)
 
 SIGNATURE_KEY = "signature_name"
 INSTANCES_KEY = "instances"
@@ -65,9 +71,41 @@ _INT_TENSOR_TYPES = {
 }
 
 
+def _rapidjson_encoding_errors(error: UnicodeError) -> tuple[bytes, int]:
+    """Bytes for what plain UTF-8 cannot encode: U+DC80..U+DCFF are the undecodable input
+    bytes ``surrogateescape`` kept; other lone surrogates (from ``\\ud800``-style escapes) are
+    written in their 3-byte form, as rapidjson's UTF-8 encoder writes any code point."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    out = bytearray()
+    for char in error.object[error.start : error.end]:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(code - 0xDC00)
+        else:
+            out += char.encode("utf-8", "surrogatepass")
+    return bytes(out), error.end
+
+
+_RAPIDJSON_ERRORS = "batchbench-rapidjson"
+codecs.register_error(_RAPIDJSON_ERRORS, _rapidjson_encoding_errors)
+
+
+def utf8(text: str) -> bytes:
+    """``text`` as the bytes rapidjson would hold for it: the request's own bytes where they
+    were not UTF-8, lone surrogates from escapes as rapidjson encodes them. Never raises."""
+    return text.encode("utf-8", _RAPIDJSON_ERRORS)
+
+
 def type_name(name: str) -> str:
     """TensorFlow's DataTypeString() for a tf.DType or numpy dtype name."""
     return _TF_TYPE_NAMES.get(name, name)
+
+
+def _type_of(info: TensorInfo) -> str:
+    """The DataTypeString() of a signature input (inputs always have a dtype)."""
+    assert info.dtype is not None, f"input {info.alias} has no dtype"
+    return type_name(info.dtype.name)
 
 
 # -- parsing -------------------------------------------------------------------------------------
@@ -103,7 +141,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 
 def _parse_error_message(exc: json.JSONDecodeError) -> str:
-    offset = len(exc.doc[: exc.pos].encode("utf-8", "surrogateescape"))
+    offset = len(utf8(exc.doc[: exc.pos]))
     if not exc.doc.strip():
         reason = "The document is empty."
     elif exc.msg.startswith("Expecting ',' delimiter"):
@@ -262,7 +300,7 @@ def _fast_array(value: Any, info: TensorInfo) -> np.ndarray | None:
         return _fast_float(array, target) if kind in "if" and target in _MAX_DIGITS10 else None
     if kind != "i":
         return None  # floats for an integer input are a type error; let the careful path say so
-    bounds = _INT_TENSOR_TYPES.get(type_name(info.dtype.name))
+    bounds = _INT_TENSOR_TYPES.get(_type_of(info))
     if bounds is None:
         return None  # a type JSON cannot carry (e.g. uint16): the careful path says so
     low, high = bounds
@@ -327,6 +365,8 @@ def _add_named_row(
 
 
 def _element_error(index: int, key: str, exc: ServingError) -> ServingError:
+    if isinstance(exc, TensorParsingError):
+        return exc  # TF Serving finds it after the JSON is read, naming only the input
     return invalid_argument(
         f"Failed to process element: {index}{key} of 'instances' list. "
         f"Error: {exc.code_name}: {exc.message}"
@@ -343,7 +383,9 @@ class _TensorBuilder:
         self.item_size = 0
 
     def array(self, items: int) -> np.ndarray:
-        return _to_array(self.values, [items, *(self.item_shape or [])], self.info)
+        shape = [items, *(self.item_shape or [])]
+        check_shape(self.info, shape)
+        return _to_array(self.values, shape, self.info)
 
 
 def _add_instance_item(
@@ -354,8 +396,9 @@ def _add_instance_item(
         raise invalid_argument(f"JSON object: does not have named input: {alias}")
     builder = builders.setdefault(alias, _TensorBuilder(infos[alias]))
     shape = dense_shape(value)
+    check_shape(infos[alias], [1, *shape])  # before the walk, whose depth is the rank
     before = len(builder.values)
-    _fill_values(value, 0, shape, type_name(infos[alias].dtype.name), builder.values)
+    _fill_values(value, 0, shape, _type_of(infos[alias]), builder.values)
     size = len(builder.values) - before
     if builder.item_shape is None:
         builder.item_shape, builder.item_size = shape, size
@@ -387,9 +430,25 @@ def _careful_columns(columns: Any, infos: dict[str, TensorInfo]) -> dict[str, np
 
 def _careful_tensor(value: Any, info: TensorInfo) -> np.ndarray:
     shape = dense_shape(value)
+    check_shape(info, shape)  # before the walk, whose depth is the rank
     values: list[Any] = []
-    _fill_values(value, 0, shape, type_name(info.dtype.name), values)
+    _fill_values(value, 0, shape, _type_of(info), values)
     return _to_array(values, shape, info)
+
+
+class TensorParsingError(ServingError):
+    """A tensor the JSON describes but the server cannot build (TF Serving's FromProto fails)."""
+
+
+def check_shape(info: TensorInfo, shape: list[int]) -> None:
+    """The codec's shape/size check (tensor_codec.check_tensor_size), with TF Serving's answer
+    to a tensor it cannot parse: INVALID_ARGUMENT ``tensor parsing error: <alias>``."""
+    try:
+        check_tensor_size(tuple(shape), info.numpy_dtype, DEFAULT_MAX_TENSOR_BYTES)
+    except TensorProtoError:
+        raise TensorParsingError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {info.alias}"
+        ) from None
 
 
 def dense_shape(value: Any) -> list[int]:
@@ -449,7 +508,7 @@ def _tensor_value(value: Any, dtype: str) -> Any:
     if dtype == "string":
         if not isinstance(value, str):
             raise _type_error(value, dtype)
-        return value.encode("utf-8", "surrogateescape")
+        return utf8(value)
     raise ServingError(
         grpc.StatusCode.UNIMPLEMENTED,
         f"Conversion of JSON Value: {json_value_to_string(value)} to type: {dtype}",
@@ -560,8 +619,19 @@ def _fill_example(value: Any, example: example_pb2.Example) -> None:
     if not isinstance(value, dict):
         raise invalid_argument(f"Example must be JSON object but got JSON {json_type_name(value)}")
     for name, content in value.items():
+        if not _is_utf8(name):
+            # TF Serving would keep the raw bytes as the map key; protobuf here cannot.
+            raise invalid_argument(f"Feature name {_json_string(name)} is not valid UTF-8")
         items = content if isinstance(content, list) else [content]
         example.features.feature[name].CopyFrom(_feature(name, items))
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: from escapes or undecodable input bytes
+        return False
+    return True
 
 
 def _feature(name: str, items: list) -> feature_pb2.Feature:
@@ -596,11 +666,7 @@ def _feature_kind(name: str, item: Any) -> str:
 
 def _feature_value(name: str, kind: str, item: Any) -> Any:
     if kind == "bytes":
-        return (
-            item.encode("utf-8", "surrogateescape")
-            if isinstance(item, str)
-            else (decode_b64_object(item))
-        )
+        return utf8(item) if isinstance(item, str) else (decode_b64_object(item))
     if kind == "float":
         if not _is_lossless(item, "float"):
             raise _lossy_error(item, "float")
@@ -619,7 +685,7 @@ def encode_predict_response(outputs: Mapping[str, np.ndarray], *, row_format: bo
         raise invalid_argument("Cannot convert empty tensor map to JSON")
     named = dict(sorted(outputs.items()))
     body = _row_format(named) if row_format else _columnar_format(named)
-    return body.encode("utf-8", "surrogateescape")
+    return utf8(body)
 
 
 def _row_format(outputs: dict[str, np.ndarray]) -> str:
@@ -748,7 +814,7 @@ def encode_regression_result(result: regression_pb2.RegressionResult) -> bytes:
 
 def encode_error(message: str) -> bytes:
     """``{"error": "<message>"}`` (MakeJsonFromStatus)."""
-    return json.dumps({"error": message}, ensure_ascii=False).encode("utf-8", "surrogateescape")
+    return utf8(json.dumps({"error": message}, ensure_ascii=False))
 
 
 # -- JSON values in messages ----------------------------------------------------------------------
@@ -784,14 +850,36 @@ def json_value_to_string(value: Any) -> str:
 
 
 def _pretty(value: Any, depth: int) -> str:
-    if isinstance(value, dict) and value:
-        inner = " " * 4 * (depth + 1)
-        members = [inner + _json_string(k) + ": " + _pretty(v, depth + 1) for k, v in value.items()]
-        return "{\n" + ",\n".join(members) + "\n" + " " * 4 * depth + "}"
-    if isinstance(value, list) and value:
-        inner = " " * 4 * (depth + 1)
-        items = [inner + _pretty(v, depth + 1) for v in value]
-        return "[\n" + ",\n".join(items) + "\n" + " " * 4 * depth + "]"
+    # Iterative: a document nested as deep as the parser allows must not exhaust Python's
+    # recursion limit while its error message is written.
+    out: list[str] = []
+    todo: list[Any] = [(value, depth)]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item[0], dict | list) and item[0]:
+            todo.extend(reversed(_container_parts(*item)))
+        else:
+            out.append(_pretty_leaf(item[0]))
+    return "".join(out)
+
+
+def _container_parts(value: dict | list, depth: int) -> list[Any]:
+    """A non-empty container as text pieces and (member, depth) pairs, in writing order."""
+    inner = " " * 4 * (depth + 1)
+    is_object = isinstance(value, dict)
+    members = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+    parts: list[Any] = ["{\n" if is_object else "[\n"]
+    for index, (key, member) in enumerate(members):
+        name = _json_string(key) + ": " if is_object else ""
+        parts.append((",\n" if index else "") + inner + name)
+        parts.append((member, depth + 1))
+    parts.append("\n" + " " * 4 * depth + ("}" if is_object else "]"))
+    return parts
+
+
+def _pretty_leaf(value: Any) -> str:
     if isinstance(value, dict | list):
         return "{}" if isinstance(value, dict) else "[]"
     if isinstance(value, str):

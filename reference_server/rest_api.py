@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 # TF Serving's kPathRegex "(?i)/v1/.*": everything under /v1/ is this API's to answer (or
 # refuse as malformed); other paths stay free for routes such as the metrics endpoint.
-API_ROUTE = "/{prefix:[vV]1}/{path:.*}"
+# aiohttp matches the decoded path, where "." would stop at a %0A: [\s\S] takes any character.
+API_ROUTE = "/{prefix:[vV]1}/{path:[\\s\\S]*}"
 # TF Serving reads bodies of any size; aiohttp's default limit is 1 MiB.
 MAX_BODY_BYTES = 2**31 - 1
 MAX_VERSION = 2**63 - 1

@@ -12,6 +12,8 @@
   request may make the server hold: gRPC refuses an over-size message itself, before receiving
   it, with RESOURCE_EXHAUSTED (as TF Serving does given ``grpc.max_receive_message_length``);
   REST refuses it from its Content-Length, or while reading, with INVALID_ARGUMENT / 400.
+  The bytes a request's tensors may take once decoded follow from ``--max_request_bytes``
+  (``tensor_codec.tensor_budget``), so a small message cannot declare a huge tensor.
 
 The pure parts (token check, row counting, limit messages) are unit-tested; the TLS and
 transport hooks are exercised against a real server.
@@ -34,6 +36,7 @@ from tensorflow_serving.apis import input_pb2
 from reference_server import json_tensor
 from reference_server.config_files import ConfigError, SslConfig, load_ssl_config
 from reference_server.errors import ServingError, invalid_argument
+from reference_server.tensor_codec import tensor_budget
 
 AUTHORIZATION = "authorization"
 BEARER = "bearer"
@@ -92,6 +95,11 @@ class RequestLimits:
 
     max_bytes: int = 0
     max_rows: int = 0
+
+    @property
+    def max_tensor_bytes(self) -> int:
+        """The most one request's decoded tensors may take (derived from ``max_bytes``)."""
+        return tensor_budget(self.max_bytes)
 
     def check_body_size(self, size: int | None) -> None:
         """INVALID_ARGUMENT when a body of ``size`` bytes (None: not known yet) is too large."""

@@ -28,7 +28,7 @@ from reference_server.model_registry import ModelRegistry
 from reference_server.reloading import start_polling
 from reference_server.rest_api import build_rest_app
 from reference_server.security import ServerSecurity
-from reference_server.servable import SessionOptions
+from reference_server.servable import Servable, SessionOptions
 
 log = logging.getLogger("reference_server")
 
@@ -68,6 +68,37 @@ def batching_parameters(flags: ServerFlags) -> BatchingParameters | None:
             flags.batching_parameters_file, flag="batching_parameters_file"
         )
     return BatchingParameters()
+
+
+PER_MODEL_BATCHING_FILE = "batching_params.pbtxt"  # TF Serving's kBatchingParamsFilename
+
+
+class PerModelBatching:
+    """``--enable_per_model_batching_parameters``: each version's own batching parameters.
+
+    As TF Serving's GetPerModelBatchingParams: a ``batching_params.pbtxt`` in the version's
+    SavedModel folder is that model's parameters (read when the version loads; a bad file fails
+    the load); a version without one does not batch at all. The batch threads stay the global
+    file's (``num_batch_threads`` in a model's file has no effect).
+    """
+
+    def __init__(self) -> None:
+        self._params: dict[tuple[str, int], BatchingParameters | None] = {}
+
+    def load(self, name: str, version: int, path: Path) -> None:
+        """Read the version's file, if any; ConfigError when it is not valid."""
+        file = path / PER_MODEL_BATCHING_FILE
+        params = None
+        if file.is_file():
+            params = config_files.load_batching_parameters(file, flag=PER_MODEL_FLAG)
+            log.info("Model %s version %d batches with its own %s", name, version, file)
+        self._params[(name, version)] = params
+
+    def __call__(self, servable: Servable) -> BatchingParameters | None:
+        return self._params.get((servable.name, servable.version))
+
+
+PER_MODEL_FLAG = "enable_per_model_batching_parameters"
 
 
 def batch_scheduler(flags: ServerFlags, on_batch: BatchHook | None = None) -> BatchScheduler | None:
@@ -119,8 +150,12 @@ class ModelServer:
 
     def __init__(self, flags: ServerFlags) -> None:
         self.flags = flags
+        per_model = flags.enable_batching and flags.enable_per_model_batching_parameters
+        self.model_batching = PerModelBatching() if per_model else None
+        options = session_options(flags)
         self.registry = ModelRegistry(
-            session_options(flags),
+            options,
+            factory=lambda name, version, path: self._load_servable(name, version, path, options),
             allow_version_labels_for_unavailable_models=(
                 flags.allow_version_labels_for_unavailable_models
             ),
@@ -133,6 +168,13 @@ class ModelServer:
         self._access_log = AccessLog.from_flags(flags)
         self._grpc: grpc.aio.Server | None = None
         self._rest: web.AppRunner | None = None
+
+    def _load_servable(
+        self, name: str, version: int, path: Path, options: SessionOptions
+    ) -> Servable:
+        if self.model_batching is not None:
+            self.model_batching.load(name, version, path)
+        return Servable(name, version, path, options)
 
     def load_models(self) -> None:
         self.device = self._report_device()
@@ -156,14 +198,16 @@ class ModelServer:
     def _build_core(self) -> InferenceCore:
         """The core, with metrics observing its requests and batches when Prometheus is on."""
         if not self._monitoring.prometheus_enabled:
-            return InferenceCore(self.registry, batch_scheduler(self.flags))
+            return InferenceCore(
+                self.registry, batch_scheduler(self.flags), model_batching=self.model_batching
+            )
         metrics = ServerMetrics(batching=self.flags.enable_batching)
         if self.device is not None:
             metrics.describe_device(self.device)
         scheduler = batch_scheduler(self.flags, on_batch=metrics.observe_batch)
         if scheduler is not None:
             metrics.watch_scheduler(scheduler.queue_depth, scheduler.rejected_full)
-        core = InferenceCore(self.registry, scheduler)
+        core = InferenceCore(self.registry, scheduler, model_batching=self.model_batching)
         core.observers.append(metrics.observe_request)
         self.metrics = metrics
         return core

@@ -7,6 +7,12 @@ one value fills the whole shape) and extra values are ignored. Encoding follows
 ``Tensor::AsProtoField`` (typed fields, what TF Serving's Predict answers with) or, on request,
 ``Tensor::AsProtoTensorContent`` (raw bytes).
 
+Those fill rules let a few bytes declare an enormous tensor (a shape of 2^40 and no values).
+TensorFlow would try to allocate it and fail; we refuse it before allocating anything:
+``check_tensor_size`` bounds the bytes a decoded tensor may take (``max_bytes``, see
+``tensor_budget``) and its rank (numpy holds at most 64 dimensions). The JSON codec applies the
+same check, so every path into the model is bounded the same way.
+
 ``tf.make_tensor_proto`` / ``tf.make_ndarray`` cost tens of microseconds per small tensor and
 several times our cost on large ones, so they are only the fallback for rare dtypes (quantized,
 4-bit, float8, resource, variant).
@@ -19,13 +25,21 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-
-TensorProto = tensor_pb2.TensorProto
+from tensorflow.core.framework import tensor_shape_pb2, types_pb2
+from tensorflow.core.framework.tensor_pb2 import TensorProto
 
 # TensorShape::MaxDimensions() in TensorFlow.
 MAX_DIMENSIONS = 254
+# numpy's NPY_MAXDIMS: an ndarray cannot have more dimensions than this.
+NUMPY_MAX_DIMENSIONS = 64
 _INT64_MAX = 2**63 - 1
+# Without --max_request_bytes: the most one request's tensors may take once decoded. A gRPC
+# message (a protobuf) is below 2 GiB, so every tensor a client sends in full as
+# tensor_content fits, and decoding never costs more than the largest message could.
+DEFAULT_MAX_TENSOR_BYTES = 2**31
+# With --max_request_bytes=N the bound is N times this: the widest an honest encoding expands
+# (a one-byte varint in int64_val/uint64_val becomes 8 bytes; every other field less).
+WIRE_EXPANSION = 8
 
 
 class TensorProtoError(ValueError):
@@ -53,6 +67,15 @@ _FIELDS: dict[int, tuple[np.dtype, str, np.dtype]] = {
     types_pb2.DT_STRING: (np.dtype(object), "string_val", np.dtype(object)),
 }
 
+# What Tensor::FromProto accepts beyond _FIELDS: not DT_INVALID, resources, variants, nor
+# reference types (DT_*_REF, which tf.dtypes cannot even turn into numpy).
+_TENSORFLOW_DECODES = frozenset(
+    value
+    for name, value in types_pb2.DataType.items()
+    if not name.endswith("_REF")
+    and value not in (types_pb2.DT_INVALID, types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT)
+) - set(_FIELDS)
+
 _DTYPE_ENUM: dict[np.dtype, int] = {
     numpy_dtype: enum for enum, (numpy_dtype, _, _) in _FIELDS.items()
 }
@@ -67,22 +90,55 @@ _FIXED_WIDTH_TAGS = {
 _BOOL_VAL_TAG = 11 << 3 | 2  # bools are one-byte varints, so packed bytes are 0/1 bytes
 
 
+# -- size bound ------------------------------------------------------------------------------
+
+
+def tensor_budget(max_request_bytes: int) -> int:
+    """The most bytes one request's decoded tensors may take, for ``--max_request_bytes``
+    (0 or less: no request limit, so DEFAULT_MAX_TENSOR_BYTES)."""
+    if max_request_bytes > 0:
+        return WIRE_EXPANSION * max_request_bytes
+    return DEFAULT_MAX_TENSOR_BYTES
+
+
+def check_tensor_size(shape: tuple[int, ...], numpy_dtype: np.dtype, max_bytes: int) -> int:
+    """The bytes a tensor of ``shape`` and ``numpy_dtype`` takes; TensorProtoError when numpy
+    cannot hold its rank or it would take more than ``max_bytes`` (checked before allocating)."""
+    if len(shape) > NUMPY_MAX_DIMENSIONS:
+        raise TensorProtoError(
+            f"shape has {len(shape)} dimensions, more than the {NUMPY_MAX_DIMENSIONS} "
+            "this server supports"
+        )
+    # Object arrays hold one pointer per element; the strings themselves are paid on the wire.
+    nbytes = _num_elements(shape) * numpy_dtype.itemsize
+    if nbytes > max_bytes:
+        raise TensorProtoError(
+            f"shape {list(shape)} of {numpy_dtype.name} needs {nbytes} bytes, more than the "
+            f"{max_bytes} bytes this server decodes per request"
+        )
+    return nbytes
+
+
 # -- decoding --------------------------------------------------------------------------------
 
 
-def tensor_proto_to_ndarray(proto: TensorProto) -> np.ndarray:
+def tensor_proto_to_ndarray(
+    proto: TensorProto, max_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+) -> np.ndarray:
     """The tensor a TensorProto describes, with TensorFlow's C++ parsing rules.
 
     Numeric ``tensor_content`` comes back as a read-only view of the content bytes (no copy).
     String tensors are object arrays of ``bytes``. Raises TensorProtoError for a bad dtype, an
-    invalid shape or content whose length does not match the shape.
+    invalid shape, content whose length does not match the shape, or a tensor that would take
+    more than ``max_bytes`` (nothing is allocated then).
     """
     shape = tensor_shape(proto.tensor_shape)
     dtype = proto.dtype
     spec = _FIELDS.get(dtype)
     if spec is None:
-        return _decode_with_tensorflow(proto, shape)
+        return _decode_with_tensorflow(proto, shape, max_bytes)
     numpy_dtype, field, field_dtype = spec
+    check_tensor_size(shape, numpy_dtype, max_bytes)
     count = _num_elements(shape)
     if count == 0:
         return np.empty(shape, numpy_dtype)
@@ -179,16 +235,19 @@ def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
     raise TensorProtoError("string tensor_content has a malformed length")
 
 
-def _decode_with_tensorflow(proto: TensorProto, shape: tuple[int, ...]) -> np.ndarray:
+def _decode_with_tensorflow(
+    proto: TensorProto, shape: tuple[int, ...], max_bytes: int
+) -> np.ndarray:
     """Rare dtypes: TensorFlow's own decoder; an unknown or reference dtype is an error."""
-    if proto.dtype not in types_pb2.DataType.values() or proto.dtype in (
-        types_pb2.DT_INVALID,
-        types_pb2.DT_RESOURCE,
-        types_pb2.DT_VARIANT,
-    ):
+    if proto.dtype not in _TENSORFLOW_DECODES:
         raise TensorProtoError(f"unsupported dtype {proto.dtype}")
     import tensorflow as tf  # slow import, only for rare dtypes
 
+    try:
+        numpy_dtype = numpy_dtype_for(proto.dtype)
+    except TypeError:  # a DataType without a numpy counterpart
+        raise TensorProtoError(f"unsupported dtype {proto.dtype}") from None
+    check_tensor_size(shape, numpy_dtype, max_bytes)
     try:
         return tf.make_ndarray(proto).reshape(shape)
     except (TypeError, ValueError) as exc:

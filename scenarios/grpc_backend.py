@@ -19,6 +19,7 @@ import grpc
 from grpc.experimental import gevent as grpc_gevent
 
 from scenarios.loadgen import Backend, PredictUser, Prepared, ScenarioError
+from scenarios.mixes import RequestKind
 from scenarios.options import ScenarioOptions, Target, grpc_target
 from scenarios.payloads import Payload
 from scenarios.recording import Key
@@ -140,7 +141,7 @@ class GrpcPredictUser(PredictUser):
             raise ScenarioError("the request was not prepared (see the log for why)")
         self.metadata = call_metadata(prepared.options)
         self.timeout = prepared.options.request_timeout_s
-        self.body = prepared.body
+        self.bodies = prepared.requests
         self.own_channels: list[grpc.Channel] = []
         if prepared.options.grpc_channels > 0:
             self.callers = BACKEND.shared_callers(prepared)
@@ -153,12 +154,12 @@ class GrpcPredictUser(PredictUser):
         for channel in self.own_channels:
             channel.close()
 
-    def send(self, key: Key) -> str | None:
+    def send(self, key: Key, kind: RequestKind) -> str | None:
         caller = next(self.callers)
         started = time.perf_counter()
         status, error, length = None, None, 0
         try:
-            length = len(caller(self.body, timeout=self.timeout, metadata=self.metadata))
+            length = len(caller(self.bodies[kind], timeout=self.timeout, metadata=self.metadata))
         except grpc.RpcError as rpc_error:
             status = rpc_error.code().name
             error = GrpcStatusError(f"{status}: {rpc_error.details()}")

@@ -33,7 +33,8 @@ from locust import LoadTestShape, User, events, task
 from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import StatsEntry
 
-from scenarios.arrivals import ArrivalProcess, Plan, stage_index_at
+from scenarios.arrivals import Plan, SendSchedule, make_arrivals, stage_index_at
+from scenarios.mixes import MAX_KINDS, MixError, MixSampler, RequestKind
 from scenarios.options import (
     OptionError,
     ScenarioOptions,
@@ -41,10 +42,12 @@ from scenarios.options import (
     add_arguments,
     read_options,
 )
-from scenarios.payloads import Payload, PayloadError, build_payload
-from scenarios.recording import Key, Recorder
-from scenarios.results import StageSpan, build_result, write_result
+from scenarios.payloads import Payload, PayloadError, PayloadSpec, build_payload
+from scenarios.recording import Key, Recorder, Tags
+from scenarios.results import StageSpan, build_result, kind_label, write_result
+from scenarios.server_series import Reading, by_second, read_numbers
 from scenarios.signatures import Signature, SignatureError, pick
+from scenarios.trace import TraceEntry, TraceSchedule
 
 log = logging.getLogger("batchbench.scenarios")
 
@@ -66,7 +69,8 @@ class ScenarioError(Exception):
     """A problem the user can fix (target unreachable, no such model...); printed, no traceback."""
 
 
-USER_ERRORS = (ScenarioError, OptionError, SignatureError, PayloadError)
+USER_ERRORS = (ScenarioError, OptionError, SignatureError, PayloadError, MixError)
+SERIES_INTERVAL_S = 1.0  # how often the server's queue depth and batch size are read
 
 
 class Backend(Protocol):
@@ -85,42 +89,134 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class Prepared:
-    """Everything a user needs to send: targets and the request body, encoded once."""
+    """Everything a user needs to send: targets and the request bodies, encoded once.
+
+    `requests` holds one body per request kind the mix or trace can send; `signature`,
+    `payload` and `body` are those of the first kind (the only one without a mix or trace).
+    """
 
     options: ScenarioOptions
     targets: tuple[Target, ...]
     signature: Signature
     payload: Payload
     body: bytes
+    requests: dict[RequestKind, bytes] = dataclasses.field(default_factory=dict)
+    payload_rows: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         options = self.options
         return {
             "targets": list(options.targets),
+            "models": sorted({kind.model for kind in self.requests}),
             "model": {
                 "name": options.model_name,
                 "signature": options.signature,
                 "version": options.model_version,
                 "version_label": options.version_label,
             },
-            "payload": {**self.payload.describe(), "request_bytes": len(self.body)},
+            "payload": {
+                **self.payload.describe(),
+                "request_bytes": len(self.body),
+                "kinds": len(self.requests),
+            },
         }
+
+    def kind_for(self, entry: TraceEntry | None, drawn: RequestKind) -> RequestKind:
+        """A trace entry's request kind; what it leaves out comes from `drawn` (the mix)."""
+        if entry is None:
+            return drawn
+        model = entry.model or drawn.model
+        if entry.payload:
+            return RequestKind(model, self.payload_rows[(model, entry.payload)], 0, entry.payload)
+        return RequestKind(model, entry.rows or drawn.rows, entry.length or drawn.length)
+
+
+def model_options(options: ScenarioOptions, model: str) -> ScenarioOptions:
+    """The options as they apply to one model of a mix (the backends read `model_name`)."""
+    if model == options.model_name:
+        return options
+    return dataclasses.replace(options, model_name=model)
+
+
+def wanted_kinds(options: ScenarioOptions) -> tuple[list[RequestKind], set[tuple[str, str]]]:
+    """The kinds to encode before the test (mix, or trace entries completed by the mix), and
+    the (model, payload file) pairs of a trace's payload references."""
+    mix = options.request_mix()
+    if options.trace is None:
+        return mix.kinds(), set()
+    kinds: set[RequestKind] = set()
+    files: set[tuple[str, str]] = set()
+    shapes = {(e.model, e.rows, e.length, e.payload) for e in options.trace.entries}
+    for model, rows, length, payload in shapes:
+        for name in [model] if model else mix.models.values:
+            if payload:
+                files.add((name, payload))
+                continue
+            for r in [str(rows)] if rows else mix.rows.values:
+                for n in [str(length)] if length else mix.lengths.values:
+                    kinds.add(RequestKind(name, int(r), int(n)))
+        if len(kinds) + len(files) > MAX_KINDS:
+            raise MixError(f"--trace: more than {MAX_KINDS} different requests to encode")
+    return sorted(kinds), files
 
 
 def prepare(backend: Backend, options: ScenarioOptions) -> Prepared:
-    """Read the model's signature from the first target and build the request once."""
+    """Read each model's signature from the first target and build every request once."""
     if not options.targets:
         raise OptionError("no target: give --host (or --targets)")
     targets = tuple(backend.target(text, options) for text in options.targets)
-    signatures = backend.signatures(targets[0], options)
-    signature = pick(signatures, options.signature, options.model_name)
-    payload = build_payload(signature, options.payload, options.model_name)
-    body = backend.encode(signature, payload, options)
-    return Prepared(options, targets, signature, payload, body)
+    kinds, files = wanted_kinds(options)
+    models = sorted({kind.model for kind in kinds} | {model for model, _ in files})
+    signatures = {model: _signature(backend, targets[0], options, model) for model in models}
+    requests: dict[RequestKind, bytes] = {}
+    payloads: dict[RequestKind, Payload] = {}
+    for kind in kinds:
+        payloads[kind] = _payload(options, signatures[kind.model], kind)
+    payload_rows = {}
+    for model, path in sorted(files):
+        payload = build_payload(signatures[model], PayloadSpec(file=path), model)
+        rows = _rows(payload)
+        if options.max_batch_size and rows > options.max_batch_size:
+            raise OptionError(
+                f"--trace: payload {path} has {rows} rows, over --max-batch-size "
+                f"{options.max_batch_size}"
+            )
+        payload_rows[(model, path)] = rows
+        payloads[RequestKind(model, rows, 0, path)] = payload
+    for kind, payload in payloads.items():
+        per_model = model_options(options, kind.model)
+        requests[kind] = backend.encode(signatures[kind.model], payload, per_model)
+    first = next(iter(payloads))
+    signature = signatures[first.model]
+    return Prepared(
+        options, targets, signature, payloads[first], requests[first], requests, payload_rows
+    )
+
+
+def _signature(backend: Backend, target: Target, options: ScenarioOptions, model: str) -> Signature:
+    model_opts = model_options(options, model)
+    try:
+        signatures = backend.signatures(target, model_opts)
+    except ScenarioError as exc:
+        if options.trace is not None and model in options.trace.models():
+            raise ScenarioError(f"--trace {options.trace.path}: model {model!r}: {exc}") from None
+        raise
+    return pick(signatures, options.signature, model)
+
+
+def _payload(options: ScenarioOptions, signature: Signature, kind: RequestKind) -> Payload:
+    spec = dataclasses.replace(options.payload, rows=kind.rows, fill_dim=kind.length)
+    return build_payload(signature, spec, kind.model)
+
+
+def _rows(payload: Payload) -> int:
+    shapes = [array.shape for array in payload.inputs.values() if array.ndim]
+    return int(shapes[0][0]) if shapes else 1
 
 
 class Usage:
-    """This process's CPU use since the test started, and whether Locust warned about it."""
+    """This process's CPU use since the test started, how much of that time its main thread
+    was runnable (on a CPU or waiting for one), and whether Locust warned about CPU."""
 
     def __init__(self) -> None:
         self.reset()
@@ -128,20 +224,39 @@ class Usage:
     def reset(self) -> None:
         self.cpu_start = time.process_time()
         self.wall_start = time.perf_counter()
+        self.runnable_start = runnable_seconds()
         self.cpu_percent_max = 0.0
         self.cpu_warning = False
 
     def report(self, final: bool) -> dict[str, Any]:
         cpu = time.process_time() - self.cpu_start
         wall = max(time.perf_counter() - self.wall_start, 1e-9)
+        runnable = runnable_seconds()
         return {
             "cpu_seconds": round(cpu, 6),
             "cpu_percent": round(100.0 * cpu / wall, 1),
             "cpu_percent_max": self.cpu_percent_max,
             "cpu_warning": self.cpu_warning,
+            "runnable_percent": (
+                None
+                if runnable is None or self.runnable_start is None
+                else round(100.0 * (runnable - self.runnable_start) / wall, 1)
+            ),
             "final_report": final,
             "pid": os.getpid(),
         }
+
+
+def runnable_seconds() -> float | None:
+    """Seconds the main thread has been on a CPU or waiting in a run queue for one (Linux's
+    /proc/self/schedstat); None where it is not available. A generator that is runnable
+    nearly all the time is CPU-bound, even when other processes took part of its CPU."""
+    try:
+        with open("/proc/self/schedstat", encoding="ascii") as stat:
+            on_cpu, waiting = stat.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return (int(on_cpu) + int(waiting)) / 1e9
 
 
 class Run:
@@ -160,6 +275,14 @@ class Run:
         self.stage_started_at = 0.0
         self.plan_ready = Event()
         self.stream_ids = itertools.count()
+        self.run_started_at = 0.0
+        self.schedule: SendSchedule | None = None
+        self.trace_schedule: TraceSchedule | None = None
+        self.sampler: MixSampler | None = None
+        self.trace_done = False
+        self.claimed = 0  # trace requests claimed by users and not yet sent
+        # With --raw-latency-dir: (intended, actual) send times, seconds since the run started.
+        self.sends: list[tuple[float, float]] | None = None
         runner = environment.runner
         self.is_worker = isinstance(runner, WorkerRunner)
         self.conductor = None if self.is_worker else Conductor(self)
@@ -185,8 +308,51 @@ class Run:
             return
         if run_id != self.run_id or self.plan is None or plan.stage != self.plan.stage:
             self.stage_started_at = time.perf_counter()
+        if run_id != self.run_id or self.plan is None:
+            self.start_streams(run_id, plan)
         self.run_id, self.plan = run_id, plan
         self.plan_ready.set()
+
+    def start_streams(self, run_id: str, plan: Plan) -> None:
+        """A new run: fresh send schedule (or trace share) and request-kind sampler."""
+        options = self.options
+        self.run_started_at = time.perf_counter()
+        self.schedule = self.trace_schedule = self.sampler = None
+        self.trace_done = False
+        if options is None:
+            return
+        seed = f"{options.payload.seed}:{os.getpid()}:{run_id}"
+        self.sampler = MixSampler(options.request_mix(), random.Random(seed))
+        if options.trace is not None:
+            index = getattr(self.environment.runner, "worker_index", 0) if self.is_worker else 0
+            self.trace_schedule = TraceSchedule(
+                options.trace,
+                index,
+                plan.processes,
+                options.trace_speed,
+                options.trace_loop,
+                self.run_started_at,
+            )
+        elif options.arrival_spec is not None:
+            arrivals = make_arrivals(options.arrival_spec, seed, f"{options.payload.seed}:{run_id}")
+            self.schedule = SendSchedule(arrivals)
+
+    def process_rate(self) -> float:
+        """This process's share of the plan's rate now (its users' shares together)."""
+        plan = self.plan
+        if plan is None:
+            return 0.0
+        users = int(getattr(self.environment.runner, "user_count", 0) or 0)
+        return plan.user_rate(time.perf_counter() - self.stage_started_at) * max(users, 1)
+
+    def tags(self, kind: RequestKind, intended: float) -> Tags:
+        """Where a request is counted besides its stage: its kind and its second of the run."""
+        second = max(int(intended - self.run_started_at), 0)
+        return Tags(kind_label(kind.model, kind.rows, kind.length, kind.payload), second)
+
+    def draw_kind(self, entry: TraceEntry | None = None) -> RequestKind:
+        assert self.sampler is not None and self.prepared is not None
+        return self.prepared.kind_for(entry, self.sampler.draw())
 
     def key_for(self, intended: float) -> Key:
         """Where a request intended at `intended` is recorded: its stage, warm-up or not."""
@@ -207,6 +373,7 @@ class Run:
         options = self.options
         keep_raw = bool(options and options.raw_latency_dir)
         self.recorder = Recorder(keep_raw=keep_raw)
+        self.sends = [] if keep_raw else None
         self.usage.reset()
 
     def close_window(self) -> None:
@@ -219,6 +386,8 @@ class Run:
             folder.mkdir(parents=True, exist_ok=True)
             text = "".join(f"{value}\n" for value in self.recorder.raw_us)
             (folder / f"latency-us-{os.getpid()}.txt").write_text(text)
+            sends = "".join(f"{intended:.6f} {sent:.6f}\n" for intended, sent in self.sends or [])
+            (folder / f"sends-{os.getpid()}.txt").write_text(sends)
 
     def report(self) -> dict[str, Any]:
         """A worker's report: the recording since the last report, and its CPU use."""
@@ -230,7 +399,7 @@ class Run:
         }
 
 
-def _stage_plan(options: ScenarioOptions, index: int) -> Plan:
+def _stage_plan(options: ScenarioOptions, index: int, processes: int) -> Plan:
     stage = options.stages[index]
     return Plan(
         version=0,
@@ -243,11 +412,12 @@ def _stage_plan(options: ScenarioOptions, index: int) -> Plan:
         duration_s=stage.duration_s,
         warmup_s=options.warmup_s,
         max_outstanding=options.max_outstanding,
+        processes=processes,
     )
 
 
-def _single_plan(options: ScenarioOptions, users: int) -> Plan:
-    rate = options.rate_rps if options.open_loop else None
+def _single_plan(options: ScenarioOptions, users: int, processes: int) -> Plan:
+    rate = options.rate_rps if options.arrival_spec is not None else None
     return Plan(
         version=0,
         stage=0,
@@ -259,6 +429,7 @@ def _single_plan(options: ScenarioOptions, users: int) -> Plan:
         duration_s=None,
         warmup_s=options.warmup_s,
         max_outstanding=options.max_outstanding,
+        processes=processes,
     )
 
 
@@ -267,9 +438,11 @@ def _describe_prepared(prepared: Prepared) -> str:
         f"{alias} {array.dtype}{list(array.shape)}"
         for alias, array in prepared.payload.inputs.items()
     )
+    models = sorted({kind.model for kind in prepared.requests})
     return (
-        f"model {prepared.options.model_name!r} signature {prepared.signature.name!r}, "
-        f"payload {prepared.payload.source} ({inputs}), request {len(prepared.body)} bytes"
+        f"model(s) {', '.join(models)} signature {prepared.signature.name!r}, "
+        f"payload {prepared.payload.source} ({inputs}), request {len(prepared.body)} bytes, "
+        f"{len(prepared.requests)} request kind(s)"
     )
 
 
@@ -287,18 +460,30 @@ class Conductor:
         self.started = 0.0
         self.started_at = ""
         self.loop: gevent.Greenlet | None = None
+        self.series_loop: gevent.Greenlet | None = None
         self.scrapes: list[dict[str, Any]] = []
+        self.readings: list[Reading] = []
 
     def start(self) -> None:
         self.run.run_id = uuid.uuid4().hex
         self.run.plan = None
         self.merged = Recorder()
         self.spans, self.processes, self.version = [], {}, 0
-        self.scrapes = []
+        self.scrapes, self.readings = [], []
         self.started = time.perf_counter()
         self.started_at = _now_iso()
         self.publish(force=True)
         self.loop = gevent.spawn(self._plan_loop)
+        options = self.run.options
+        if options is not None and options.scrape_urls:
+            self.series_loop = gevent.spawn(self._series_loop, options.scrape_urls)
+
+    def _series_loop(self, urls: tuple[str, ...]) -> None:
+        """Read the server's queue depth and batch sizes about once a second (the timeline)."""
+        while True:
+            at_s = time.perf_counter() - self.started
+            self.readings.append(read_numbers(_read_pages(urls), at_s))
+            gevent.sleep(max(0.0, SERIES_INTERVAL_S - (time.perf_counter() - self.started - at_s)))
 
     def _plan_loop(self) -> None:
         last_sent = time.perf_counter()
@@ -330,11 +515,14 @@ class Conductor:
         options = self.run.options
         assert options is not None
         shape = self.environment.shape_class
+        runner = self.environment.runner
+        processes = max(int(runner.worker_count), 1) if self.is_master else 1
         if options.stages and isinstance(shape, StagesShape):
             index = stage_index_at(options.stages, shape.get_run_time())
-            return _stage_plan(options, len(options.stages) - 1 if index is None else index)
-        users = max(int(self.environment.runner.target_user_count or 0), 1)
-        return _single_plan(options, users)
+            last = len(options.stages) - 1
+            return _stage_plan(options, last if index is None else index, processes)
+        users = max(int(runner.target_user_count or 0), 1)
+        return _single_plan(options, users, processes)
 
     def _note_span(self, plan: Plan) -> None:
         now = time.perf_counter() - self.started
@@ -359,14 +547,7 @@ class Conductor:
         options = self.run.options
         if options is None or not options.scrape_urls:
             return
-        texts: list[str | None] = []
-        for url in options.scrape_urls:
-            try:
-                with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as response:
-                    texts.append(response.read().decode("utf-8"))
-            except OSError as exc:
-                log.warning("cannot scrape %s: %s", url, exc)
-                texts.append(None)
+        texts = _read_pages(options.scrape_urls)
         self.scrapes.append({"stage": stage, "at_s": round(at_s, 6), "texts": texts})
 
     def _end_span(self, now: float) -> None:
@@ -375,9 +556,10 @@ class Conductor:
 
     def stopping(self) -> None:
         """The test is stopping: end the window here and collect what workers recorded."""
-        if self.loop is not None:
-            self.loop.kill(block=True)
-            self.loop = None
+        for loop in (self.loop, self.series_loop):
+            if loop is not None:
+                loop.kill(block=True)
+        self.loop = self.series_loop = None
         now = time.perf_counter() - self.started
         self._end_span(now)
         self._scrape("end", now)
@@ -421,9 +603,16 @@ class Conductor:
         run = self.run
         if run.prepared is None or not self.spans:
             return None
-        tallies = (self.merged if self.is_master else run.recorder).tallies()
+        recorder = self.merged if self.is_master else run.recorder
         result = build_result(
-            self._meta(), self.spans, tallies, self._locust_figures(), self._generator()
+            self._meta(),
+            self.spans,
+            recorder.tallies(),
+            self._locust_figures(),
+            self._generator(),
+            kinds=recorder.kinds(),
+            seconds=recorder.seconds(),
+            server_seconds=by_second(self.readings),
         )
         if run.options and run.options.result_file:
             write_result(Path(run.options.result_file), result)
@@ -450,6 +639,7 @@ class Conductor:
                 "late_tolerance_ms": options.late_tolerance_s * 1000.0,
                 "warmup_s": options.warmup_s,
                 "request_timeout_s": options.request_timeout_s,
+                **_load_extras(options),
             },
             **({"scrapes": self.scrapes} if self.scrapes else {}),
         }
@@ -514,6 +704,36 @@ def _summary(result: dict[str, Any]) -> str:
     )
 
 
+def _load_extras(options: ScenarioOptions) -> dict[str, Any]:
+    """The result file's description of the arrival process, the request mix and the trace."""
+    extras: dict[str, Any] = {"mix": options.request_mix().describe()}
+    if options.arrival_spec is not None:
+        extras["arrival_params"] = options.arrival_spec.describe(options.rate_rps or None)
+    trace = options.trace
+    if trace is not None:
+        extras["trace"] = {
+            "path": trace.path,
+            "requests": len(trace.entries),
+            "duration_s": round(trace.duration_s, 6),
+            "speed": options.trace_speed,
+            "loop": options.trace_loop,
+        }
+    return extras
+
+
+def _read_pages(urls: tuple[str, ...]) -> list[str | None]:
+    """The text of each Prometheus page (None where it cannot be read: noted, not fatal)."""
+    texts: list[str | None] = []
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as response:
+                texts.append(response.read().decode("utf-8"))
+        except OSError as exc:
+            log.warning("cannot scrape %s: %s", url, exc)
+            texts.append(None)
+    return texts
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -553,65 +773,100 @@ class PredictUser(User):
             return 0.0
         return options.think_time_s
 
-    def send(self, key: Key) -> str | None:
-        """Send the prepared request once; fire Locust's request event; return None if OK,
-        else the status (gRPC code name, HTTP_<status>, or the exception's name)."""
+    def send(self, key: Key, kind: RequestKind) -> str | None:
+        """Send the prepared request of `kind` once; fire Locust's request event; return None
+        if OK, else the status (gRPC code name, HTTP_<status>, or the exception's name)."""
         raise NotImplementedError
 
     @task
     def drive(self) -> None:
         self.bench.plan_ready.wait()
         options = self.bench.options
-        if options is not None and options.open_loop:
+        if options is not None and options.trace is not None:
+            self.replay()
+        elif options is not None and options.open_loop:
             self.open_loop(options)
         else:
             now = time.perf_counter()
-            key = self.bench.key_for(now)
-            self.bench.recorder.started(key)
-            self.request(key, now)
+            key, kind = self.bench.key_for(now), self.bench.draw_kind()
+            tags = self.bench.tags(kind, now)
+            self.bench.recorder.started(key, tags)
+            self.request(key, now, kind, tags)
 
-    def request(self, key: Key, intended: float) -> None:
+    def request(self, key: Key, intended: float, kind: RequestKind, tags: Tags) -> None:
         """Send one (already counted as started) request and record how it ended, timed from
         its intended send time (or from its actual one, if that was earlier)."""
-        recorder = self.bench.recorder
-        since = min(intended, time.perf_counter())
+        recorder, now = self.bench.recorder, time.perf_counter()
+        since = min(intended, now)
+        if self.bench.sends is not None:
+            origin = self.bench.run_started_at
+            self.bench.sends.append((intended - origin, now - origin))
         try:
-            status = self.send(key)
+            status = self.send(key, kind)
         except gevent.GreenletExit:
             recorder.abandoned(key)
             raise
         except Exception as exc:
-            recorder.failed(key, type(exc).__name__)
+            recorder.failed(key, type(exc).__name__, tags)
             raise
         if status is None:
-            recorder.succeeded(key, (time.perf_counter() - since) * 1e6)
+            recorder.succeeded(key, (time.perf_counter() - since) * 1e6, tags)
         else:
-            recorder.failed(key, status)
+            recorder.failed(key, status, tags)
 
     def open_loop(self, options: ScenarioOptions) -> None:
+        """Claim the next send time of this process's schedule, wait for it, send; again."""
         run = self.bench
-        seed = f"{options.payload.seed}:{os.getpid()}:{next(run.stream_ids)}"
-        arrivals = ArrivalProcess(options.arrival, random.Random(seed))
-        version, next_at = -1, float("inf")
+        mine, claimed_version = float("inf"), -1
         while True:
-            plan = run.plan
-            assert plan is not None  # users are spawned only after the first plan arrived
-            rate = plan.user_rate(time.perf_counter() - run.stage_started_at)
-            if plan.version != version:
-                version = plan.version
-                next_at = min(next_at, time.perf_counter() + arrivals.first_gap(rate))
-            wait = next_at - time.perf_counter() - EARLY_WAKE_S
+            plan, schedule = run.plan, run.schedule
+            assert plan is not None and schedule is not None  # set with the first plan
+            rate = run.process_rate()
+            schedule.follow(plan.version, time.perf_counter(), rate)
+            if plan.version != claimed_version and mine > schedule.next_at:
+                mine = float("inf")  # claimed under an older plan, later than the new one
+            if mine == float("inf"):
+                mine, claimed_version = schedule.claim(rate), plan.version
+            wait = mine - time.perf_counter() - EARLY_WAKE_S
             if wait > 0:
                 gevent.sleep(min(wait, SLEEP_SLICE_S))
                 continue
-            self.arrive(next_at, plan.user_cap(), options.late_tolerance_s)
-            next_at += arrivals.gap(rate)
+            self.arrive(mine, run.draw_kind(), plan.user_cap(), options.late_tolerance_s)
+            mine = float("inf")
 
-    def arrive(self, intended: float, cap: int, tolerance_s: float) -> None:
+    def replay(self) -> None:
+        """Send this process's share of the trace at its times; a single process stops its
+        test once a non-looping trace has been sent by all users and answered."""
+        run = self.bench
+        assert run.plan is not None and run.options is not None
+        while (claimed := run.trace_schedule.claim() if run.trace_schedule else None) is not None:
+            run.claimed += 1
+            try:
+                intended, entry = claimed
+                while (wait := intended - time.perf_counter() - EARLY_WAKE_S) > 0:
+                    gevent.sleep(min(wait, SLEEP_SLICE_S))
+                cap = run.plan.user_cap()
+                self.arrive(intended, run.draw_kind(entry), cap, run.options.late_tolerance_s)
+            finally:
+                run.claimed -= 1
+        if not run.is_worker and not run.trace_done and run.claimed == 0:
+            run.trace_done = True
+            gevent.spawn(self._quit_when_answered, run.options.request_timeout_s)
+        gevent.sleep(SLEEP_SLICE_S)
+
+    def _quit_when_answered(self, timeout_s: float) -> None:
+        """End the test once no request is in flight (or after `timeout_s`)."""
+        deadline = time.perf_counter() + timeout_s
+        while self.bench.recorder.in_flight() and time.perf_counter() < deadline:
+            gevent.sleep(0.01)
+        self.environment.runner.quit()
+
+    def arrive(self, intended: float, kind: RequestKind, cap: int, tolerance_s: float) -> None:
         """An arrival: send it (late or not), or drop it when `cap` requests are in flight."""
         run, key = self.bench, self.bench.key_for(intended)
+        tags = run.tags(kind, intended)
         if len(self.in_flight) >= cap:
-            run.recorder.dropped(key)
+            run.recorder.dropped(key, tags)
             self.environment.events.request.fire(
                 request_type="open-loop",
                 name=DROPPED_NAME,
@@ -622,9 +877,9 @@ class PredictUser(User):
             )
             return
         if time.perf_counter() - intended > tolerance_s:
-            run.recorder.late(key)
-        run.recorder.started(key)  # counted now: the window may close before it runs
-        self.in_flight.spawn(self.request, key, intended)
+            run.recorder.late(key, tags)
+        run.recorder.started(key, tags)  # counted now: the window may close before it runs
+        self.in_flight.spawn(self.request, key, intended, kind, tags)
 
     def on_stop(self) -> None:
         self.in_flight.kill(block=True, timeout=5)

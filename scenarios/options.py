@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from scenarios.arrivals import ARRIVALS, Stage, StageError, parse_stages
+from scenarios.arrivals import ARRIVALS, ArrivalSpec, Stage, StageError, parse_stages
+from scenarios.mixes import Distribution, MixError, RequestMix, parse_distribution
 from scenarios.payloads import PayloadSpec
+from scenarios.trace import Trace, TraceError, read_trace
 
 REST_FORMATS = ("row", "columnar")
 
@@ -24,12 +26,26 @@ class OptionError(ValueError):
 
 # (flag, default, help); each becomes --flag, dest flag_with_underscores, env LOCUST_FLAG.
 OPTIONS: tuple[tuple[str, Any, str], ...] = (
-    ("model-name", "default", "TF Serving model name"),
+    (
+        "model-name",
+        "default",
+        "TF Serving model name, or a traffic mix over several: mlp:0.7,transformer:0.3",
+    ),
     ("signature", "serving_default", "signature to call"),
     ("model-version", "", "model version to call (default: the server's choice)"),
     ("version-label", "", "version label to call (instead of --model-version)"),
-    ("rows", 1, "rows per request (dimension 0) of a random payload"),
-    ("fill-dim", 8, "size given to other -1 dimensions of a random payload"),
+    (
+        "rows",
+        "1",
+        "rows per request (dimension 0) of a random payload: 4, a range 1-16, or weights "
+        "1:0.7,4:0.2,16:0.1",
+    ),
+    (
+        "fill-dim",
+        "8",
+        "size of the other -1 dimensions of a random payload (e.g. sequence length): 32, a "
+        "range 8-64, or weights 8:0.5,128:0.5",
+    ),
     ("int-high", 100, "random integer inputs are drawn from [0, int-high)"),
     ("seed", 0, "seed of the random payload and of the arrival times"),
     (
@@ -43,7 +59,29 @@ OPTIONS: tuple[tuple[str, Any, str], ...] = (
     ("tls-ca", "", "PEM file of root certificates for grpcs:// or https:// targets"),
     ("token", "", "bearer token sent as the authorization header/metadata"),
     ("request-timeout", 30.0, "seconds before a request is abandoned as DEADLINE_EXCEEDED"),
-    ("arrival", "closed", "closed (users wait for answers), constant or poisson (open loop)"),
+    (
+        "arrival",
+        "closed",
+        "closed (users wait for answers), or open loop: constant, poisson, gamma or mmpp",
+    ),
+    ("arrival-cv", 1.0, "gamma arrivals: coefficient of variation of the gaps (1 = Poisson)"),
+    ("burst-ratio", 10.0, "mmpp arrivals: the burst state's rate over the base state's"),
+    ("base-dwell", 1.0, "mmpp arrivals: mean seconds in the base state"),
+    ("burst-dwell", 0.2, "mmpp arrivals: mean seconds in the burst state"),
+    (
+        "trace",
+        "",
+        "replay this JSON-lines trace open-loop (one request per line: t, and optionally "
+        "model, rows, length, payload)",
+    ),
+    ("trace-speed", 1.0, "replay the trace this many times faster"),
+    ("trace-loop", "false", "true: start the trace again when it ends"),
+    (
+        "max-batch-size",
+        0,
+        "refuse a trace or mix with more rows per request than this (the server's "
+        "max_batch_size; 0: not checked)",
+    ),
     ("rate", 0.0, "open loop: total requests per second over all users and processes"),
     (
         "max-outstanding",
@@ -61,7 +99,12 @@ OPTIONS: tuple[tuple[str, Any, str], ...] = (
     ),
     ("warmup", 0.0, "seconds at the start of each stage left out of the figures"),
     ("result-file", "", "write the run's result JSON here (master or single process)"),
-    ("raw-latency-dir", "", "also write every measured latency (µs) per process here (debug)"),
+    (
+        "raw-latency-dir",
+        "",
+        "also write every measured latency (µs) and every intended and actual send time per "
+        "process here (debug)",
+    ),
     (
         "scrape-urls",
         "",
@@ -120,10 +163,26 @@ class ScenarioOptions:
     raw_latency_dir: str | None
     grpc_channels: int
     scrape_urls: tuple[str, ...] = ()
+    arrival_spec: ArrivalSpec | None = None  # None: closed loop, or a trace
+    mix: RequestMix | None = None  # None: model_name, payload.rows and payload.fill_dim
+    trace: Trace | None = None
+    trace_speed: float = 1.0
+    trace_loop: bool = False
+    max_batch_size: int = 0
 
     @property
     def open_loop(self) -> bool:
         return self.arrival != "closed"
+
+    def request_mix(self) -> RequestMix:
+        """The mix each request is drawn from (one kind when nothing varies)."""
+        if self.mix is not None:
+            return self.mix
+        return RequestMix(
+            Distribution.fixed(self.model_name),
+            Distribution.fixed(self.payload.rows),
+            Distribution.fixed(self.payload.fill_dim),
+        )
 
 
 def _value(namespace: Any, flag: str) -> Any:
@@ -157,16 +216,18 @@ def _choice(namespace: Any, flag: str, choices: tuple[str, ...]) -> str:
 def read_options(namespace: Any, host: str | None) -> ScenarioOptions:
     """Typed, checked options from Locust's parsed options and host; OptionError if wrong."""
     version_text = _text(namespace, "model-version")
+    mix = _mix(namespace)
+    trace = _trace(_text(namespace, "trace"))
     options = ScenarioOptions(
         targets=_targets(_text(namespace, "targets"), host),
-        model_name=_text(namespace, "model-name") or "default",
+        model_name=mix.models.values[0],
         signature=_text(namespace, "signature") or "serving_default",
         model_version=_version(version_text),
         version_label=_text(namespace, "version-label"),
         payload=PayloadSpec(
             file=_text(namespace, "payload"),
-            rows=_typed(namespace, "rows", int, 1),
-            fill_dim=_typed(namespace, "fill-dim", int, 1),
+            rows=int(mix.rows.values[0]),
+            fill_dim=int(mix.lengths.values[0]),
             seed=_typed(namespace, "seed", int, 0),
             int_high=_typed(namespace, "int-high", int, 1),
         ),
@@ -174,7 +235,7 @@ def read_options(namespace: Any, host: str | None) -> ScenarioOptions:
         tls_ca=_text(namespace, "tls-ca"),
         token=_text(namespace, "token"),
         request_timeout_s=_typed(namespace, "request-timeout", float, 0.001),
-        arrival=_choice(namespace, "arrival", ARRIVALS),
+        arrival="trace" if trace else _choice(namespace, "arrival", ARRIVALS),
         rate_rps=_typed(namespace, "rate", float, 0),
         max_outstanding=_typed(namespace, "max-outstanding", int, 1),
         late_tolerance_s=_typed(namespace, "late-tolerance-ms", float, 0) / 1000.0,
@@ -185,9 +246,62 @@ def read_options(namespace: Any, host: str | None) -> ScenarioOptions:
         raw_latency_dir=_text(namespace, "raw-latency-dir"),
         grpc_channels=_typed(namespace, "grpc-channels", int, 0),
         scrape_urls=_targets(_text(namespace, "scrape-urls"), None),
+        arrival_spec=_arrival_spec(namespace),
+        mix=None if all(d.is_fixed() for d in (mix.models, mix.rows, mix.lengths)) else mix,
+        trace=trace,
+        trace_speed=_typed(namespace, "trace-speed", float, 0.001),
+        trace_loop=_flag(namespace, "trace-loop"),
+        max_batch_size=_typed(namespace, "max-batch-size", int, 0),
     )
-    _check_load(options)
+    _check_load(options, _choice(namespace, "arrival", ARRIVALS))
     return options
+
+
+def _mix(namespace: Any) -> RequestMix:
+    try:
+        return RequestMix(
+            parse_distribution(
+                _text(namespace, "model-name") or "default", numeric=False, what="--model-name"
+            ),
+            parse_distribution(str(_value(namespace, "rows")), what="--rows"),
+            parse_distribution(str(_value(namespace, "fill-dim")), what="--fill-dim"),
+        )
+    except MixError as exc:
+        raise OptionError(str(exc)) from None
+
+
+def _trace(path: str | None) -> Trace | None:
+    if not path:
+        return None
+    try:
+        return read_trace(path)
+    except TraceError as exc:
+        raise OptionError(f"--trace: {exc}") from None
+
+
+def _arrival_spec(namespace: Any) -> ArrivalSpec | None:
+    kind = _choice(namespace, "arrival", ARRIVALS)
+    if kind == "closed":
+        return None
+    try:
+        return ArrivalSpec(
+            kind,
+            cv=_typed(namespace, "arrival-cv", float, None),
+            burst_ratio=_typed(namespace, "burst-ratio", float, None),
+            base_dwell_s=_typed(namespace, "base-dwell", float, None),
+            burst_dwell_s=_typed(namespace, "burst-dwell", float, None),
+        )
+    except ValueError as exc:
+        raise OptionError(
+            f"--arrival {kind}: {exc} (--arrival-cv, --burst-ratio, --base-dwell, --burst-dwell)"
+        ) from None
+
+
+def _flag(namespace: Any, flag: str) -> bool:
+    value = str(_value(namespace, flag)).strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise OptionError(f"--{flag} must be true or false, got {value!r}")
+    return value in ("true", "1", "yes")
 
 
 def _version(text: str | None) -> int | None:
@@ -216,9 +330,17 @@ def _stages(text: str | None) -> tuple[Stage, ...]:
         raise OptionError(f"--stages: {exc}") from None
 
 
-def _check_load(options: ScenarioOptions) -> None:
+def _check_load(options: ScenarioOptions, arrival: str) -> None:
     if options.model_version is not None and options.version_label:
         raise OptionError("give --model-version or --version-label, not both")
+    if options.trace is not None:
+        _check_trace(options, arrival)
+        return
+    rows = max(int(value) for value in options.request_mix().rows.values)
+    if options.max_batch_size and rows > options.max_batch_size:
+        raise OptionError(
+            f"--rows: {rows} rows per request is over --max-batch-size {options.max_batch_size}"
+        )
     stage_rates = bool(options.stages) and options.stages[0].rate_rps is not None
     if options.open_loop and options.stages and not stage_rates:
         raise OptionError("open-loop --stages need a rate in each stage (DURATION:USERS:RATE)")
@@ -226,6 +348,19 @@ def _check_load(options: ScenarioOptions) -> None:
         raise OptionError("--stages give rates: use --arrival constant or poisson")
     if options.open_loop and not options.stages and options.rate_rps <= 0:
         raise OptionError(f"--arrival {options.arrival} needs --rate > 0 (requests per second)")
+
+
+def _check_trace(options: ScenarioOptions, arrival: str) -> None:
+    assert options.trace is not None
+    if arrival != "closed" or options.stages:
+        raise OptionError("--trace sets the arrivals itself: leave out --arrival and --stages")
+    models = set(options.request_mix().models.values) | options.trace.models()
+    if len(models) > 1 and options.model_version is not None:
+        raise OptionError("--model-version cannot apply to several models of a trace")
+    try:
+        options.trace.check(None, options.max_batch_size or None)
+    except TraceError as exc:
+        raise OptionError(f"--trace: {exc}") from None
 
 
 def grpc_target(text: str, tls_ca: str | None) -> Target:

@@ -16,7 +16,8 @@ from typing import Any
 from locust import FastHttpUser
 from locust.contrib.fasthttp import FastHttpSession
 
-from scenarios.loadgen import Backend, PredictUser, Prepared, ScenarioError
+from scenarios.loadgen import Backend, PredictUser, Prepared, ScenarioError, model_options
+from scenarios.mixes import RequestKind
 from scenarios.options import ScenarioOptions, Target, rest_target
 from scenarios.payloads import Payload, rest_body
 from scenarios.recording import Key
@@ -90,9 +91,12 @@ class RestPredictUser(PredictUser, FastHttpUser):
         prepared = self.bench.prepared
         if prepared is None:
             raise ScenarioError("the request was not prepared (see the log for why)")
-        self.path = model_path(prepared.options) + ":predict"
+        self.paths = {
+            model: model_path(model_options(prepared.options, model)) + ":predict"
+            for model in {kind.model for kind in prepared.requests}
+        }
         self.headers = headers(prepared.options)
-        self.body = prepared.body
+        self.bodies = prepared.requests
         self.sessions = itertools.cycle([self._session(t, prepared) for t in prepared.targets])
 
     def _session(self, target: Target, prepared: Prepared) -> FastHttpSession:
@@ -112,12 +116,12 @@ class RestPredictUser(PredictUser, FastHttpUser):
             **extra,
         )
 
-    def send(self, key: Key) -> str | None:
+    def send(self, key: Key, kind: RequestKind) -> str | None:
         session = next(self.sessions)
         response = session.post(
             # Locust's stub says str | dict, but the session sends bytes as they are.
-            self.path,
-            data=self.body,  # type: ignore[arg-type]
+            self.paths[kind.model],
+            data=self.bodies[kind],  # type: ignore[arg-type]  # bytes go through as they are
             headers=self.headers,
             name=self.bench.request_name(key),
         )

@@ -114,6 +114,52 @@ def stage_figures(
     }
 
 
+def kind_figures(kinds: Mapping[str, Tally], window_s: float) -> list[dict[str, Any]]:
+    """Measured figures per request kind (labels from `kind_label`), in kind order."""
+    entries = []
+    for label in sorted(kinds, key=lambda text: json.loads(text)):
+        model, rows, length, payload = json.loads(label)
+        fields = {"model": model, "rows": rows, "length": length, "payload": payload or None}
+        entries.append({**fields, **figures(kinds[label], window_s)})
+    return entries
+
+
+def kind_label(model: str, rows: int, length: int, payload: str | None) -> str:
+    """The label a request kind is recorded under (JSON: sortable, read back exactly)."""
+    return json.dumps([model, rows, length, payload or ""])
+
+
+def timeline(
+    seconds: Mapping[int, Tally], server: Mapping[int, Mapping[str, float | None]]
+) -> list[dict[str, Any]]:
+    """One entry per second of the run: offered (sent + dropped) and achieved (succeeded)
+    counts of the requests intended in that second, their p50/p99, errors, late sends, and
+    the server's queue depth and mean executed batch size over that second (when scraped)."""
+    if not seconds and not server:
+        return []
+    last = max([*seconds, *server])
+    entries = []
+    for second in range(last + 1):
+        tally = seconds.get(second, Tally())
+        latency = latency_figures(tally)
+        entries.append(
+            {
+                "second": second,
+                "offered": tally.sent + tally.dropped,
+                "sent": tally.sent,
+                "ok": tally.ok,
+                "errors": sum(tally.errors.values()),
+                "late": tally.late,
+                "dropped": tally.dropped,
+                "latency_p50_ms": latency["latency_p50_ms"],
+                "latency_p99_ms": latency["latency_p99_ms"],
+                "queue_depth": server.get(second, {}).get("queue_depth"),
+                "batch_size_mean": server.get(second, {}).get("batch_size_mean"),
+            }
+        )
+    return entries
+
+
 def validity(
     total: Mapping[str, Any], cpu_warning_on: Iterable[str], missing_reports: Iterable[str]
 ) -> list[str]:
@@ -142,8 +188,16 @@ def build_result(
     tallies: Mapping[Key, Tally],
     locust: Mapping[str, Any],
     generator: Mapping[str, Any],
+    *,
+    kinds: Mapping[str, Tally] | None = None,
+    seconds: Mapping[int, Tally] | None = None,
+    server_seconds: Mapping[int, Mapping[str, float | None]] | None = None,
 ) -> dict[str, Any]:
     """The whole result document.
+
+    `kinds` (measured tallies by `kind_label`) become `by_kind`; `seconds` (tallies by the
+    second of the run) and `server_seconds` (queue depth and batch size by second) become
+    `timeline`.
 
     `locust` maps "total" and stage indexes (as strings) to Locust's own figures;
     `generator` has "processes" (per process: cpu_seconds, cpu_percent, cpu_percent_max,
@@ -168,6 +222,8 @@ def build_result(
         "generator": {**generator, "cpu_seconds": _cpu_seconds(processes)},
         "total": total,
         "stages": [stage_figures(span, tallies, locust.get(str(span.index))) for span in spans],
+        "by_kind": kind_figures(kinds or {}, total["window_s"]),
+        "timeline": timeline(seconds or {}, server_seconds or {}),
     }
 
 
@@ -198,9 +254,11 @@ def load_result(path: Path) -> dict[str, Any]:
         raise ResultError(f"cannot read result file {path}: {exc}") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise ResultError(f"{path} is not a batchbench Locust result file")
-    if data.get("schema_version", 0) > SCHEMA_VERSION:
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ResultError(f"{path} has no schema_version: not a batchbench Locust result file")
+    if version > SCHEMA_VERSION:
         raise ResultError(
-            f"{path} has schema_version {data['schema_version']}; "
-            f"this batchbench reads up to {SCHEMA_VERSION}"
+            f"{path} has schema_version {version}; this batchbench reads up to {SCHEMA_VERSION}"
         )
     return data

@@ -82,7 +82,7 @@ class PointSamples:
         """The used windows' values; the point's figure alone when no window has one."""
         values = [v for v in self.windows.get(metric_id, []) if _finite(v)]
         figure = self.metrics.get(metric_id)
-        return values or ([figure] if _finite(figure) else [])
+        return values or ([figure] if figure is not None and _finite(figure) else [])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -362,7 +362,7 @@ class Comparison:
         return not self.regressions
 
     def counts(self) -> dict[str, int]:
-        statuses = [p.status for p in self.points]
+        statuses: list[str] = [p.status for p in self.points]
         improvements = sum(any(m.verdict == "improvement" for m in p.metrics) for p in self.points)
         names = (
             "ok",
@@ -504,7 +504,7 @@ def compare_metric(
 ) -> MetricComparison:
     base_groups = [s for p in base if (s := p.samples(metric_id))]
     current_groups = [s for p in current if (s := p.samples(metric_id))]
-    counts = {
+    counts: dict[str, Any] = {
         "base_samples": sum(map(len, base_groups)),
         "current_samples": sum(map(len, current_groups)),
     }
@@ -671,7 +671,7 @@ def junit_xml(comparison: Comparison) -> str:
 def _cases(point: PointComparison) -> list[tuple[str, str, str, str]]:
     if not point.metrics:
         return [("point", point.status, point.note, point.note)]
-    out = []
+    out: list[tuple[str, str, str, str]] = []
     for m in point.metrics:
         c = m.change
         detail = (

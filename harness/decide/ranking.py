@@ -147,7 +147,7 @@ def combine_worst(summaries: Sequence[Mapping[str, float | None]]) -> dict[str, 
             combined[metric_id] = None
             continue
         worst = min if metric(metric_id).higher_is_better else max
-        combined[metric_id] = worst(values)  # type: ignore[type-var]
+        combined[metric_id] = worst(v for v in values if v is not None)
     return combined
 
 
@@ -176,10 +176,10 @@ def build_candidates(
 def score_candidates(candidates: Sequence[Candidate], objective: Objective) -> None:
     """Set each candidate's score (higher is better) under the objective."""
     if objective.maximize or objective.minimize:
-        metric_id = objective.maximize or objective.minimize
+        metric_id = objective.maximize or objective.minimize or ""
         sign = 1.0 if objective.maximize else -1.0
         for c in candidates:
-            value = c.metrics.get(metric_id)  # type: ignore[arg-type]
+            value = c.metrics.get(metric_id)
             c.score = None if value is None else sign * value
         return
     # Weighted: each metric as a share of the best candidate's value (best = 1), so weights are
@@ -193,8 +193,9 @@ def score_candidates(candidates: Sequence[Candidate], objective: Objective) -> N
         )
     best = {m: _best_value(candidates, m) for m in weights}
     for c in candidates:
-        terms = [w * _share(c.metrics.get(m), best[m], m) for m, w in weights.items()]
-        c.score = None if any(t is None for t in terms) else sum(terms)  # type: ignore[misc]
+        shares = [(w, _share(c.metrics.get(m), best[m], m)) for m, w in weights.items()]
+        terms = [w * share for w, share in shares if share is not None]
+        c.score = sum(terms) if len(terms) == len(shares) else None
 
 
 def _best_value(candidates: Sequence[Candidate], metric_id: str) -> float | None:
@@ -241,7 +242,9 @@ def pareto_front(candidates: Sequence[Candidate]) -> list[Candidate]:
 
 def _dominates(a: Candidate, b: Candidate) -> bool:
     ta, tb, pa, pb = a.metrics[THROUGHPUT], b.metrics[THROUGHPUT], a.metrics[P99], b.metrics[P99]
-    return ta >= tb and pa <= pb and (ta > tb or pa < pb)  # type: ignore[operator]
+    if ta is None or tb is None or pa is None or pb is None:
+        return False  # the front is built from points with both figures
+    return ta >= tb and pa <= pb and (ta > tb or pa < pb)
 
 
 def max_rate_candidates(
@@ -270,7 +273,7 @@ def _lane_candidate(
     first = points[0].point if points else _lane_point(searches[0])
     candidate = Candidate(key, first, [p.key for p in points], metrics)
     if found:
-        candidate.max_rate_rps = min(rates)  # type: ignore[type-var]
+        candidate.max_rate_rps = min(rate for rate in rates if rate is not None)
         candidate.score = candidate.max_rate_rps
     else:
         candidate.misses = _closest_misses(searches)
@@ -405,7 +408,7 @@ def runners_up(ranked: Sequence[Candidate], top: int) -> list[Candidate]:
     if not ranked:
         return []
     seen = {_config_of(ranked[0])}
-    out = []
+    out: list[Candidate] = []
     for candidate in ranked[1:]:
         if _config_of(candidate) not in seen and len(out) < top:
             seen.add(_config_of(candidate))
@@ -463,6 +466,7 @@ def compare_baselines(
 
 def _same_setting(a: Candidate, b: Candidate, mode: Mode) -> bool:
     same = a.point.replicas == b.point.replicas and a.point.protocol == b.point.protocol
+    same = same and a.point.traffic == b.point.traffic  # gains under the same traffic only
     if mode == "max_rate":
         return same
     return same and a.point.load_kind == b.point.load_kind and a.point.load == b.point.load

@@ -158,8 +158,11 @@ def interval_figures(
     metric has fewer than two window values."""
     out: dict[str, float | None] = {}
     for metric_id in INTERVAL_METRICS:
-        groups = [[v for w in windows if _finite(v := w.get(metric_id))] for windows in repeats]
-        found = interval(groups, seed=seed_for(name, metric_id, seed))  # type: ignore[arg-type]
+        groups = [
+            [float(v) for w in windows if (v := w.get(metric_id)) is not None and _finite(v)]
+            for windows in repeats
+        ]
+        found = interval(groups, seed=seed_for(name, metric_id, seed))
         low_id, high_id = interval_ids(metric_id)
         out[low_id], out[high_id] = (found.low, found.high) if found else (None, None)
     return out

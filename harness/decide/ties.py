@@ -7,7 +7,7 @@ come from a confirmation run (every candidate measured in every round), a two-le
 over repeats and windows otherwise. A candidate whose interval reaches the best's side of zero
 is *tied* with it. Among the tied set the pick follows a fixed rule that favours the cheaper,
 calmer setting: lower p99, then fewer replicas, then the smaller batch timeout, then the
-smaller max_batch_size (batching off counts as 0 for both). A candidate whose interval of a
+smaller batch size (batching off counts as 0 for both). A candidate whose interval of a
 constrained figure straddles the bound (a p99 interval around the SLO) is *marginal*: it met
 the bound on its estimate, but the data cannot promise it.
 """
@@ -29,6 +29,7 @@ from harness.decide.stats import (
     tie_set,
 )
 from harness.metrics import INTERVAL_METRICS, interval_ids
+from harness.plan.batching_fields import BATCH_TIMEOUT_MICROS, MAX_BATCH_SIZE
 from harness.plan.points import Point
 
 P99 = "latency_p99_ms"
@@ -139,8 +140,8 @@ def tie_break_key(candidate: Contender) -> tuple[float, int, int, int]:
     """Lower p99, then fewer replicas, then smaller batch timeout, then smaller batch size."""
     p99 = candidate.metrics.get(P99)
     batching = candidate.point.batching
-    timeout = (batching.batch_timeout_micros or 0) if batching else 0
-    size = (batching.max_batch_size or 0) if batching else 0
+    timeout = (BATCH_TIMEOUT_MICROS.of(batching) or 0) if batching else 0
+    size = (MAX_BATCH_SIZE.of(batching) or 0) if batching else 0
     return (float("inf") if p99 is None else p99, candidate.point.replicas, timeout, size)
 
 
@@ -197,7 +198,7 @@ def tie_reason(chosen: Contender, tied: Sequence[Contender]) -> str:
     names = ("the lowest p99", "the fewest replicas", "the smallest batch timeout")
     mine = tie_break_key(chosen)
     others = [tie_break_key(c) for c in tied if c is not chosen]
-    for i, name in enumerate((*names, "the smallest max_batch_size")):
+    for i, name in enumerate((*names, f"the smallest {MAX_BATCH_SIZE.name}")):
         if all(o[:i] != mine[:i] or o[i] > mine[i] for o in others):
             value = f" ({mine[0]:.3g} ms)" if i == 0 else ""
             return f"it has {name}{value} of the tied set"
@@ -235,10 +236,8 @@ def decision_text(decision: Decision) -> str:
 
 
 def _runner_up(decision: Decision) -> str | None:
-    others = [k for k, c in decision.changes.items() if c is not None]
-    if not others:
-        return None
-    return min(others, key=lambda k: abs(decision.changes[k].change))  # type: ignore[union-attr]
+    others = {k: abs(c.change) for k, c in decision.changes.items() if c is not None}
+    return min(others, key=others.__getitem__) if others else None
 
 
 def _interval_text(decision: Decision, key: str, metric_id: str) -> str:

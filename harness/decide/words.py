@@ -55,9 +55,10 @@ def describe_config(point: Point) -> str:
 
 def describe_load(point: Point) -> str:
     protocol = "gRPC" if point.protocol == "grpc" else "REST"
+    mix = "" if point.traffic.is_default else f", {point.traffic.label(point.load_kind == 'rate')}"
     if point.load_kind == "concurrency":
-        return f"{format_number(point.load)} concurrent {protocol} clients"
-    return f"{format_number(point.load)} req/s offered over {protocol} (open loop)"
+        return f"{format_number(point.load)} concurrent {protocol} clients{mix}"
+    return f"{format_number(point.load)} req/s offered over {protocol} (open loop{mix})"
 
 
 def sentence(rec: Ranked, total_points: int) -> str:
@@ -99,8 +100,8 @@ def _gains_text(rec: Ranked) -> str:
     parts = []
     unbatched, default = rec.baselines.get("unbatched"), rec.baselines.get("tfserving_default")
     what = "max rate" if rec.mode == "max_rate" else "throughput"
-    if unbatched and unbatched.differs:
-        parts.append(f"{unbatched.gain + 1:.2f}× the unbatched baseline's {what}")  # type: ignore[operator]
+    if unbatched and unbatched.differs and unbatched.gain is not None:
+        parts.append(f"{unbatched.gain + 1:.2f}× the unbatched baseline's {what}")
     if default and default.differs:
         parts.append(f"{_change(default.gain)} over TF Serving's default batching")
     return f" ({', '.join(parts)})" if parts else ""
@@ -135,7 +136,7 @@ def reasons(rec: Ranked, spec: SweepSpec) -> list[str]:
         lines.append(
             "Ties: a feasible candidate whose 95% interval of the difference from the best "
             "reaches zero is tied with it; among tied ones the lowest p99 wins, then fewer "
-            "replicas, then the smaller batch timeout, then the smaller max_batch_size."
+            "replicas, then the smaller batch timeout, then the smaller batch size."
         )
     if rec.runners_up and rec.chosen is not None:
         lines.append(_runner_up_text(rec.chosen, rec.runners_up[0], rec.mode))

@@ -192,7 +192,7 @@ def _mobilenet(seed: int, image_size: int, classes: int):
     answer. One training-mode pass with momentum 0 sets each layer's statistics to those of a
     batch of random images, so outputs stay O(1) and differ by input and seed.
     """
-    import keras  # type: ignore[import-untyped]  # Keras ships no type information
+    import keras
     import numpy as np
 
     # MobileNetV2 draws its initial weights from Keras's global generators.

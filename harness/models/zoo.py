@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from harness.store.schema import schema_problem
+
 MODEL_NAMES: tuple[str, ...] = ("mlp", "cnn", "transformer", "synthetic")
 MODEL_JSON = "model.json"
 SCHEMA_VERSION = 1
@@ -126,13 +128,12 @@ def build_model(
 
 
 def read_model_json(base_dir: Path) -> dict[str, Any]:
-    """Return the declaration `build_model` wrote in `base_dir`; ValueError if it is newer."""
-    data = json.loads((Path(base_dir) / MODEL_JSON).read_text())
-    if data.get("schema_version", 0) > SCHEMA_VERSION:
-        raise ValueError(
-            f"{base_dir}/{MODEL_JSON} has schema_version {data['schema_version']}; "
-            f"this batchbench reads up to {SCHEMA_VERSION}"
-        )
+    """Return the declaration `build_model` wrote in `base_dir`; ValueError if it has no
+    schema version or a newer one."""
+    path = Path(base_dir) / MODEL_JSON
+    data = json.loads(path.read_text())
+    if problem := schema_problem(data, path, SCHEMA_VERSION):
+        raise ValueError(problem)
     return data
 
 

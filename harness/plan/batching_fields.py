@@ -127,7 +127,7 @@ class BatchingParams:
             name: tuple(cast(Iterable[int], value)) if BY_NAME[name].repeated else value
             for name, value in data.items()
         }
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]  # each value has its field's type (table)
 
     @property
     def largest_batch(self) -> int:

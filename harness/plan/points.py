@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.plan.batching_fields import AXIS_FIELDS, FIELDS, BatchingParams
 from harness.plan.spec import IncludeRule, LoadKind, SweepSpec
+from harness.plan.traffic import Traffic
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.]+$")
 # The repeat suffix every point and lane key ends with: ``-rep0``, ``-rep1``, ...
@@ -87,6 +88,8 @@ class Point:
     load: float  # users (closed loop) or requests per second (open loop)
     protocol: str
     repeat: int = 0
+    # How requests arrive and what they carry; the default adds nothing to the keys.
+    traffic: Traffic = field(default_factory=Traffic)
 
     @property
     def key(self) -> str:
@@ -94,8 +97,9 @@ class Point:
 
     @property
     def group_key(self) -> str:
-        """The key without the repeat: repeats of one configuration at one load share it."""
-        return f"{self.config_key}-{self._load_key()}"
+        """The key without the repeat: repeats of one configuration at one load (and
+        traffic) share it."""
+        return f"{self.config_key}-{self._load_key()}{self.traffic.key_suffix}"
 
     @property
     def config_key(self) -> str:
@@ -106,7 +110,7 @@ class Point:
     @property
     def lane_key(self) -> str:
         """The key without the load: every probe of one max-rate search shares it."""
-        return f"{self.config_key}{_repeat_suffix(self.repeat)}"
+        return f"{self.config_key}{self.traffic.key_suffix}{_repeat_suffix(self.repeat)}"
 
     def _load_key(self) -> str:
         prefix = "c" if self.load_kind == "concurrency" else "rps"
@@ -136,7 +140,7 @@ class Point:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "key": self.key,
             "server": self.server.as_dict(),
             "load_kind": self.load_kind,
@@ -144,6 +148,9 @@ class Point:
             "protocol": self.protocol,
             "repeat": self.repeat,
         }
+        if self.traffic != Traffic():  # files of default-traffic points stay as they were
+            data["traffic"] = self.traffic.as_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Point:
@@ -153,6 +160,7 @@ class Point:
             data["load"],
             data["protocol"],
             data.get("repeat", 0),
+            Traffic.from_dict(data.get("traffic")),
         )
 
 
@@ -223,11 +231,13 @@ def expand_matrix(spec: SweepSpec) -> list[Point]:
 def _points(
     configs: list[ServerConfig], kind: LoadKind, loads: tuple[float, ...], spec: SweepSpec
 ) -> list[Point]:
+    traffics = spec.traffics()
     return [
-        Point(config, kind, load, protocol, repeat)
+        Point(config, kind, load, protocol, repeat, traffic)
         for repeat in range(spec.repeats)
         for config in configs
         for protocol in spec.protocols
+        for traffic in traffics
         for load in loads
     ]
 

@@ -8,7 +8,7 @@ shown first, whatever the findings.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,6 +19,7 @@ from harness.plan.batching_fields import (
     MAX_BATCH_SIZE,
     BatchingParams,
 )
+from harness.plan.placement import Placement, format_cpus
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
 
@@ -97,9 +98,15 @@ def estimate_duration(
 
 
 def check(
-    spec: SweepSpec, points: Sequence[Point], estimate: TimeEstimate | None = None
+    spec: SweepSpec,
+    points: Sequence[Point],
+    estimate: TimeEstimate | None = None,
+    placements: Mapping[int, Placement] | None = None,
+    load_average: float | None = None,
 ) -> list[Finding]:
-    """Every warning and refusal for running ``points`` of ``spec``."""
+    """Every warning and refusal for running ``points`` of ``spec``; ``placements`` (CPU sets
+    per replica count on this machine) adds the placement checks, ``load_average`` (the
+    machine's 1-minute load before the sweep starts) the check for a busy machine."""
     estimate = estimate or estimate_duration(spec, points)
     batched = _distinct_servers(points)
     return [
@@ -107,6 +114,8 @@ def check(
         *_batches_cannot_fill(points),
         *_allowed_sizes(batched),
         *_duration(estimate, spec.max_duration_s),
+        *_placement(spec, placements or {}),
+        *_busy_machine(placements or {}, load_average),
     ]
 
 
@@ -211,3 +220,97 @@ def _duration(estimate: TimeEstimate, limit_s: float | None) -> Iterator[Finding
                 "points need more windows to become stable"
             ),
         )
+
+
+# What sharing the cores cost, measured on 2 cores (mlp, 16 clients, batching off): our
+# throughput over an independent C client's (h2load) with the server and generator unpinned.
+SHARED_COST = "on 2 cores an unpinned sweep measured 0.59-0.69 of what h2load saw (README)"
+
+
+def _placement(spec: SweepSpec, placements: Mapping[int, Placement]) -> Iterator[Finding]:
+    if spec.target.kind == "external" or not placements:
+        return
+    any_placement = next(iter(placements.values()))
+    machine = set(any_placement.machine)
+    yield from _cpus_exist(spec, machine)
+    if any_placement.mode == "none":
+        yield Finding(
+            "warning",
+            "placement_none",
+            (
+                f"placement none: the servers and the load generator share all {len(machine)} "
+                f"cores, so the generator's CPU is taken from the server's ({SHARED_COST})"
+            ),
+        )
+        return
+    yield from _shared_cores(placements)
+
+
+def _cpus_exist(spec: SweepSpec, machine: set[int]) -> Iterator[Finding]:
+    for name in ("servers", "generator"):
+        cpus = getattr(spec.placement, name) or ()
+        if missing := sorted(set(cpus) - machine):
+            yield Finding(
+                "refusal",
+                "placement_cpus",
+                (
+                    f"placement.{name}: CPU(s) {format_cpus(missing)} are not usable here; "
+                    f"usable CPUs: {format_cpus(machine)}"
+                ),
+            )
+
+
+def _shared_cores(placements: Mapping[int, Placement]) -> Iterator[Finding]:
+    shared = [p for p in placements.values() if p.shared]
+    if shared:
+        yield Finding(
+            "warning",
+            "placement_shared",
+            (
+                f"only {len(shared[0].machine)} usable core(s) for servers "
+                f"({shared[0].as_dict()['servers']}) and generator "
+                f"({shared[0].as_dict()['generator']}): they cannot be separated and compete "
+                f"for CPU ({SHARED_COST})"
+            ),
+        )
+    for replicas, placement in sorted(placements.items()):
+        if placement.replicas_share_cores:
+            yield Finding(
+                "warning",
+                "replicas_share_cores",
+                (
+                    f"{replicas} replicas on {len(placement.servers)} server core(s) "
+                    f"({format_cpus(placement.servers)}): replicas share cores, one TF thread "
+                    "per pool each; those points show what extra processes cost on the same "
+                    "cores, not how replicas scale"
+                ),
+            )
+
+
+def _busy_machine(
+    placements: Mapping[int, Placement], load_average: float | None
+) -> Iterator[Finding]:
+    """Before the sweep starts, any load is other processes': they take CPU from ours, and
+    more so from processes pinned to a few cores (the scheduler is fair per thread, and a
+    pinned server's threads all queue on its cores)."""
+    placement = next(iter(placements.values()), None)
+    if placement is None or load_average is None:
+        return
+    cores = len(placement.machine)
+    if load_average < max(1.0, cores / 2):
+        return
+    yield Finding(
+        "warning",
+        "busy_machine",
+        (
+            f"the machine is busy before the sweep starts (load average {load_average:.1f} on "
+            f"{cores} usable cores): other processes will take CPU from the servers and the "
+            "generator, and throughput will reflect them"
+            + (
+                "; pinned to fixed cores (placement auto), ours lose more of it: with a load "
+                "of ~11 on 2 cores the demo measured 0.32 of its unpinned throughput (README)"
+                if placement.mode != "none"
+                else ""
+            )
+        ),
+    )

@@ -24,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     PrivateAttr,
     ValidationError,
     create_model,
@@ -33,7 +34,10 @@ from pydantic_core import ErrorDetails
 from harness.errors import UserError
 from harness.metrics import METRICS
 from harness.models import zoo as model_zoo
-from harness.plan.batching_fields import AXIS_FIELDS, BatchingField
+from harness.plan.batching_fields import AXIS_FIELDS, MAX_BATCH_SIZE, BatchingField
+from harness.plan.placement import parse_cpus
+from harness.plan.traffic import ONE_ROW, POISSON, Sizes, Traffic, parse_arrival, parse_sizes
+from scenarios.arrivals import ArrivalSpec
 
 # --- field types --------------------------------------------------------------------------------
 
@@ -93,6 +97,12 @@ BatchSizes = Annotated[list[PosInt], AfterValidator(_increasing)]
 Bounds = Annotated[dict[str, float], AfterValidator(_metric_bounds)]
 MetricId = Annotated[str, AfterValidator(_metric_id)]
 ProtocolName = Literal["grpc", "rest"]
+# Request mixes and arrival processes: their own parsers give one clear line per mistake.
+SizesField = Annotated[Sizes, PlainValidator(parse_sizes)]
+OptionalSizes = Annotated[
+    Sizes | None, PlainValidator(lambda value: None if value is None else parse_sizes(value))
+]
+ArrivalAxis = Annotated[list[Annotated[ArrivalSpec, PlainValidator(parse_arrival)]], *_AXIS_RULES]
 
 
 class _Strict(BaseModel):
@@ -130,7 +140,11 @@ class ModelSpec(_Strict):
     # Built-in model options (see `make-model --option`), checked by the model zoo itself.
     options: dict[str, Any] = {}
     signature: str = "serving_default"
-    rows_per_request: PosInt = 1
+    # Rows per request: a number, a range "1-16" or weights {1: 0.7, 4: 0.2, 16: 0.1}.
+    rows_per_request: SizesField = ONE_ROW
+    # The size of the other -1 dimensions (a sequence length), in the same forms; None: the
+    # scenario's default (8).
+    length: OptionalSizes = None
     payload: str | None = None  # .npy/.npz/.json file; default: random data from the metadata
 
     def resolved_options(self) -> dict[str, int | float]:
@@ -185,6 +199,7 @@ def _with_batching(base: type[_Strict], role: _Role) -> type[_Strict]:
     return model
 
 
+# A base made at run time from the batching field table: mypy cannot see its fields.
 class BatchingAxes(_with_batching(_Strict, "axis")):  # type: ignore[misc]
     """Each a list of values to sweep; ``null`` keeps the server's default for that field."""
 
@@ -207,10 +222,12 @@ class _ExcludeHead(_Strict):
     replicas: PosInt | None = None
 
 
+# A base made at run time from the batching field table: mypy cannot see its fields.
 class IncludeRule(_with_batching(_IncludeHead, "include")):  # type: ignore[misc]
     """One extra server configuration; fields not given keep the server default (replicas 1)."""
 
 
+# A base made at run time from the batching field table: mypy cannot see its fields.
 class ExcludeRule(_with_batching(_ExcludeHead, "exclude")):  # type: ignore[misc]
     """Drops every point whose values equal all the fields given here (the others are free)."""
 
@@ -254,8 +271,16 @@ class LoadSpec(_Strict):
     ) = None
     rate: Annotated[list[Rate], BeforeValidator(_as_list), AfterValidator(_distinct)] | None = None
     find_max_rate: MaxRateSpec | None = None
-    arrival: Literal["poisson", "constant"] = "poisson"  # open loop only
-    processes: PosInt = 1  # Locust worker processes
+    # Open loop only: an axis of arrival processes (poisson | constant | gamma | mmpp).
+    arrival: ArrivalAxis = [POISSON]
+    # Locust worker processes; auto: one, and one per generator core for a point that came
+    # back generator-bound (harness.sweep.measure).
+    processes: PosInt | Literal["auto"] = "auto"
+
+    @property
+    def fixed_processes(self) -> int | None:
+        """The process count the spec fixes; None for ``auto``."""
+        return None if self.processes == "auto" else self.processes
 
     @property
     def kind(self) -> LoadKind:
@@ -267,6 +292,41 @@ class LoadSpec(_Strict):
         if self.find_max_rate is not None:
             return (self.find_max_rate.start_rps,)
         return tuple(self.concurrency or self.rate or ())
+
+    @property
+    def arrivals(self) -> tuple[ArrivalSpec, ...]:
+        """The arrival axis; a closed loop has none of its own (Poisson stands in, keyless)."""
+        return tuple(self.arrival) if self.kind == "rate" else (POISSON,)
+
+
+def _cpu_list(value: Any) -> Any:
+    try:
+        return parse_cpus(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(str(exc)) from None
+
+
+CpuList = Annotated[tuple[int, ...], BeforeValidator(_cpu_list)]
+
+
+def _placement_form(value: Any) -> Any:
+    """``placement: auto`` / ``none`` is short for ``{mode: ...}``; CPU lists alone mean
+    ``mode: cpus``."""
+    if isinstance(value, str):
+        return {"mode": value}
+    if isinstance(value, dict) and "mode" not in value and {"servers", "generator"} & set(value):
+        return {**value, "mode": "cpus"}
+    return value
+
+
+class PlacementSpec(_Strict):
+    """Which cores the server replicas and the load generator run on (harness.plan.placement):
+    ``auto`` disjoint sets sized from the machine, ``none`` wherever the OS puts them, or
+    ``cpus`` with both lists given (``"0-2"``, ``[0, 1]``)."""
+
+    mode: Literal["auto", "none", "cpus"] = "auto"
+    servers: CpuList | None = None
+    generator: CpuList | None = None
 
 
 class MeasurementSpec(_Strict):
@@ -314,6 +374,7 @@ class SweepSpec(_Strict):
     server: ServerSpec = ServerSpec()
     matrix: MatrixSpec = MatrixSpec()
     load: LoadSpec
+    placement: Annotated[PlacementSpec, BeforeValidator(_placement_form)] = PlacementSpec()
     protocol: Literal["grpc", "rest", "both"] = "grpc"
     measurement: MeasurementSpec = MeasurementSpec()
     repeats: PosInt = 1
@@ -328,6 +389,13 @@ class SweepSpec(_Strict):
     @property
     def protocols(self) -> tuple[ProtocolName, ...]:
         return ("grpc", "rest") if self.protocol == "both" else (self.protocol,)
+
+    def traffics(self) -> list[Traffic]:
+        """Every traffic the sweep sends: one per arrival process, with the model's mix."""
+        model = self.model
+        return [
+            Traffic(arrival, model.rows_per_request, model.length) for arrival in self.load.arrivals
+        ]
 
     @property
     def as_given(self) -> dict[str, Any]:
@@ -390,6 +458,21 @@ def validate_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     spec._as_given = copy.deepcopy(raw)
     spec._source = source
     return spec
+
+
+def with_placement(
+    spec: SweepSpec,
+    mode: str | None = None,
+    servers: str | None = None,
+    generator: str | None = None,
+) -> SweepSpec:
+    """``spec`` with its placement replaced by command-line choices (validated as if written
+    in the spec, and recorded as given); ``spec`` itself when nothing is chosen."""
+    if mode is None and servers is None and generator is None:
+        return spec
+    placement: dict[str, Any] = {"mode": mode or ("cpus" if servers or generator else "auto")}
+    placement.update({k: v for k, v in (("servers", servers), ("generator", generator)) if v})
+    return validate_spec({**spec.as_given, "placement": placement}, spec.source)
 
 
 def _raise_problems(source: str, problems: list[str]) -> None:
@@ -496,6 +579,8 @@ def cross_checks(spec: SweepSpec) -> list[Problem]:
         _check_target,
         _check_model,
         _check_load,
+        _check_traffic,
+        _check_placement,
         _check_measurement,
         _check_matrix,
         _check_objective,
@@ -583,6 +668,43 @@ def _check_load(spec: SweepSpec) -> Iterator[Problem]:
         )
 
 
+def _check_traffic(spec: SweepSpec) -> Iterator[Problem]:
+    load = spec.load
+    legacy = load.arrival in ([POISSON], [ArrivalSpec("constant")])  # once ignored there
+    if load.kind == "concurrency" and not legacy:
+        yield (
+            "load.arrival",
+            "only for open loop (rate or find_max_rate): closed-loop users send when answered",
+        )
+    largest = spec.model.rows_per_request.largest
+    name = MAX_BATCH_SIZE.name
+    sizes = [size for size in getattr(spec.server.batching, name) if size is not None]
+    sizes += [getattr(r, name) for r in spec.matrix.include if getattr(r, name) is not None]
+    too_small = sorted({size for size in sizes if size < largest})
+    if too_small:
+        yield (
+            "model.rows_per_request",
+            (
+                f"requests of up to {largest} rows are over {name} "
+                f"{', '.join(map(str, too_small))}: the server refuses them"
+            ),
+        )
+
+
+def _check_placement(spec: SweepSpec) -> Iterator[Problem]:
+    placement = spec.placement
+    given = [k for k in ("servers", "generator") if getattr(placement, k) is not None]
+    external = spec.target.kind == "external"
+    if placement.mode != "cpus":
+        if given:
+            yield f"placement.{given[0]}", f"CPU lists only with mode cpus (got {placement.mode})"
+    elif external and placement.servers is not None:
+        yield "placement.servers", "kind external: the harness does not start the server"
+    elif placement.generator is None or not (external or placement.servers is not None):
+        needs = "the generator CPU list" if external else "both servers and generator CPU lists"
+        yield "placement", f"mode cpus needs {needs}"
+
+
 def _check_measurement(spec: SweepSpec) -> Iterator[Problem]:
     m = spec.measurement
     if m.max_windows < m.stable_windows:
@@ -639,6 +761,7 @@ __all__ = [
     "MeasurementSpec",
     "ModelSpec",
     "Objective",
+    "PlacementSpec",
     "RecommendSpec",
     "ServerSpec",
     "SweepSpec",
@@ -649,4 +772,5 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "validate_spec",
+    "with_placement",
 ]

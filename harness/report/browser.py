@@ -196,7 +196,8 @@ class HeadlessChromium:
                 return message.get("result", {})
 
     def _receive(self) -> dict[str, Any]:
-        message = json.loads(self._socket.recv())  # type: ignore[union-attr]
+        assert self._socket is not None, "the browser's DevTools socket is not open"
+        message = json.loads(self._socket.recv())
         if "method" in message:
             self._on_event(message["method"], message.get("params", {}))
         return message

@@ -30,7 +30,7 @@ from harness.decide.ties import candidate_intervals, interval_metrics
 from harness.errors import UserError
 from harness.metrics import INTERVAL_METRICS, METRICS, interval_ids, metric, slo_misses
 from harness.plan.batching_fields import BATCH_TIMEOUT_MICROS, FIELDS, MAX_BATCH_SIZE
-from harness.plan.points import Point, ServerConfig
+from harness.plan.points import Point, ServerConfig, without_repeat
 from harness.report.recommendation import ShownRecommendation, resolve
 from harness.store.results import PointResult, json_safe
 from harness.store.run_folder import RunFolder, load_run
@@ -71,11 +71,13 @@ def report_data(
         "heatmaps": _heatmaps(context),
         "latency": _latency(context, top),
         "batching": _batching(context, top),
+        "timelines": [series.as_dict() for series in _timelines(context, recommendation, top)],
         "points": [_point_row(context, result) for result in run.results],
         "max_rate": _max_rate_rows(context),
         "comparison": _comparison(comparison),
         "decision": _decision(recommendation, run),
         "environment": _environment(run),
+        "placement": placement_section(run.environment),
         "spec": run.record.spec,
         "spec_yaml": yaml.safe_dump(run.record.spec, sort_keys=False),
     }
@@ -159,7 +161,7 @@ class _Context:
     def of(cls, run: RunFolder, slo: dict[str, float]) -> _Context:
         points = list(run.results)
         every = run.record.planned + [r.point for r in points]
-        configs = {p.config_key: p for p in every}
+        configs = {report_config(p): p for p in every}
         external = _is_external(run.record.spec)
         labels = config_labels(configs, external=external)
         settings = _settings(points, slo, labels)
@@ -193,6 +195,12 @@ def _spec_part(spec: Mapping[str, Any], *path: str) -> Any:
     return node
 
 
+def report_config(point: Point) -> str:
+    """What the report calls a configuration: the server configuration and protocol, and the
+    traffic when it is not the default (``config_key`` plus the traffic's key suffix)."""
+    return f"{point.config_key}{point.traffic.key_suffix}"
+
+
 # --- labels -------------------------------------------------------------------------------------
 
 _SHORT = {field.name: field.short for field in FIELDS}
@@ -206,10 +214,13 @@ def config_labels(configs: Mapping[str, Point], external: bool = False) -> dict[
     """
     varying = _varying_fields(p.server for p in configs.values())
     protocols = {p.protocol for p in configs.values()}
+    traffics = {p.traffic for p in configs.values()}
     labels = {}
     for cid, point in configs.items():
         protocol = point.protocol if len(protocols) > 1 else None
         label = server_label(point.server, varying, protocol)
+        if len(traffics) > 1:  # several traffics: each configuration is read under one
+            label += " · " + point.traffic.label(point.load_kind == "rate")
         labels[cid] = "external server" + label[label.index(" · ") :] if external else label
     return labels
 
@@ -237,7 +248,7 @@ def server_label(server: ServerConfig, varying: set[str], protocol: str | None =
 def _batching_label(server: ServerConfig, varying: set[str]) -> str:
     if server.batching is None:
         return "no batching"
-    values = server.batching.as_dict()
+    values: dict[str, Any] = server.batching.as_dict()
     if not values:
         return "TF defaults"
     parts = []
@@ -281,6 +292,7 @@ class Setting:
     meets_slo: bool | None  # None: no SLO to judge by
     metrics: dict[str, float | None]
     telemetry: dict[str, Any] | None
+    traffic: str = ""  # the traffic's label; "" for the default traffic
 
     def param(self, name: str) -> Any:
         """A batching parameter as set (None: its default, or batching off)."""
@@ -297,7 +309,7 @@ def _settings(
     groups: dict[tuple[str, float], list[PointResult]] = {}
     for result in points:
         if result.status == "ok":
-            groups.setdefault((result.point.config_key, result.point.load), []).append(result)
+            groups.setdefault((report_config(result.point), result.point.load), []).append(result)
     settings = [_setting(group, slo, labels[cid]) for (cid, _), group in groups.items()]
     return sorted(settings, key=lambda s: (s.label, s.load))
 
@@ -309,7 +321,7 @@ def _setting(group: list[PointResult], slo: Mapping[str, float], label: str) -> 
     members = [samples_from_result(r) for r in group]
     means.update(interval_metrics(candidate_intervals(point.group_key, members)))
     return Setting(
-        config=point.config_key,
+        config=report_config(point),
         group=point.group_key,
         label=label,
         load=point.load,
@@ -323,6 +335,7 @@ def _setting(group: list[PointResult], slo: Mapping[str, float], label: str) -> 
         meets_slo=(not slo_misses(means, slo)) if slo else None,
         metrics=means,
         telemetry=merge_telemetry(r.telemetry for r in group),
+        traffic="" if point.traffic.is_default else point.traffic.label(point.load_kind == "rate"),
     )
 
 
@@ -394,6 +407,8 @@ def _searches(
     for search in searches:
         server = ServerConfig.from_dict(search["server"])
         cid = f"{server.key}-{search['protocol']}"
+        if "lane_key" in search:  # the lane names the traffic too
+            cid = without_repeat(search["lane_key"])
         entry = out.setdefault(cid, ConfigSearch(cid, labels.get(cid, cid)))
         entry.runs.append(
             {
@@ -487,18 +502,19 @@ def _heatmaps(context: _Context) -> list[dict[str, Any]]:
     if context.external:
         return []
     quantity, value_of = _heatmap_quantity(context)
-    groups: dict[tuple[int, str], list[Setting]] = {}
+    groups: dict[tuple[int, str, str], list[Setting]] = {}
     for s in context.settings:
         if s.batching is not None:
-            groups.setdefault((s.replicas, s.protocol), []).append(s)
-    protocols = {protocol for _, protocol in groups}
+            groups.setdefault((s.replicas, s.protocol, s.traffic), []).append(s)
+    protocols = {protocol for _, protocol, _ in groups}
     maps = []
-    for (replicas, protocol), settings in sorted(groups.items()):
+    for (replicas, protocol, traffic), settings in sorted(groups.items()):
         title = f"{replicas} replica{'s' if replicas != 1 else ''}"
         if len(protocols) > 1:
             title += f", {protocol}"
+        title += f", {traffic}" if traffic else ""
         grid = _grid(settings, value_of)
-        grid["baseline"] = _baseline_value(context, replicas, protocol, value_of)
+        grid["baseline"] = _baseline_value(context, (replicas, protocol, traffic), value_of)
         maps.append({"title": title, "replicas": replicas, "protocol": protocol, **grid})
     return [{"quantity": quantity, **m} for m in maps]
 
@@ -562,11 +578,11 @@ def _default_last(value: Any) -> tuple[bool, Any]:
     return (value is None, value or 0)
 
 
-def _baseline_value(context: _Context, replicas: int, protocol: str, value_of: Any) -> Any:
+def _baseline_value(context: _Context, where: tuple[int, str, str], value_of: Any) -> Any:
     values = [
         value_of(s)
         for s in context.settings
-        if s.batching is None and s.replicas == replicas and s.protocol == protocol
+        if s.batching is None and (s.replicas, s.protocol, s.traffic) == where
     ]
     values = [v for v in values if v is not None]
     return max(values) if values else None
@@ -659,7 +675,51 @@ def _batching_row(setting: Setting, telemetry: Mapping[str, Any], top: bool) -> 
         ),
         "rejected_rate": m.get("rejected_rate"),
         MAX_BATCH_SIZE.name: setting.param(MAX_BATCH_SIZE.name),
+        **padding_cost(telemetry, (m.get("requests") or 0.0) * len(setting.keys)).as_dict(),
     }
+
+
+@dataclass(frozen=True)
+class PaddingCost:
+    """What padding cost a setting over its measured windows: padded rows ÷ executed rows,
+    and the batch compute spent on them, estimated as that share of every batch's compute
+    time (a padded batch runs at its padded size)."""
+
+    padding_rows: int
+    executed_rows: int
+    compute_ms: float | None  # all batches' compute
+    requests: float  # answered requests over the same windows
+
+    @property
+    def ratio(self) -> float | None:
+        return self.padding_rows / self.executed_rows if self.executed_rows else None
+
+    @property
+    def padding_compute_ms(self) -> float | None:
+        ratio = self.ratio
+        return None if ratio is None or self.compute_ms is None else ratio * self.compute_ms
+
+    def as_dict(self) -> dict[str, Any]:
+        spent = self.padding_compute_ms
+        return {
+            "padding_rows": self.padding_rows,
+            "padding_compute_ms": spent,
+            # per 1,000 answered requests: comparable across loads and window lengths
+            "padding_compute_ms_per_1k": (
+                None if spent is None or not self.requests else 1000.0 * spent / self.requests
+            ),
+        }
+
+
+def padding_cost(telemetry: Mapping[str, Any], requests: float) -> PaddingCost:
+    """``telemetry`` (a setting's merged server telemetry) as a PaddingCost."""
+    batches, compute_mean = telemetry.get("batches") or 0, telemetry.get("compute_time_mean_ms")
+    return PaddingCost(
+        padding_rows=int(telemetry.get("padding_rows") or 0),
+        executed_rows=int(telemetry.get("rows") or 0),
+        compute_ms=None if compute_mean is None else batches * float(compute_mean),
+        requests=requests,
+    )
 
 
 def _trim_buckets(buckets: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -679,6 +739,79 @@ def _range_label(low: int, high: int) -> str:
     return str(high) if low >= high else f"{low}–{high}"
 
 
+# --- section 5b: over time ----------------------------------------------------------------------
+
+TIMELINE_FIELDS = (
+    "offered",
+    "ok",
+    "errors",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "queue_depth",
+    "batch_size_mean",
+)
+
+
+@dataclass(frozen=True)
+class TimelineSeries:
+    """One point's per-second series (every load run of it, warm-ups marked), for a chart."""
+
+    config: str
+    label: str
+    key: str
+    recommended: bool
+    at_s: list[float]
+    warmup: list[bool]
+    values: dict[str, list[float | None]]  # TIMELINE_FIELDS -> one value per second
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "label": self.label,
+            "key": self.key,
+            "recommended": self.recommended,
+            "at_s": self.at_s,
+            "warmup": self.warmup,
+            **self.values,
+        }
+
+
+def _timelines(
+    context: _Context, rec: ShownRecommendation, top: Sequence[str]
+) -> list[TimelineSeries]:
+    """The chosen point's timeline and one per runner-up configuration (the point the
+    recommendation names, else the configuration's highest load), for those that have one."""
+    by_key = {r.key: r for r in context.points}
+    chosen = set(rec.point_keys)
+    out = []
+    for cid in top:
+        settings = [s for s in context.settings if s.config == cid]
+        if not settings:
+            continue
+        setting = next((s for s in settings if chosen.intersection(s.keys)), settings[-1])
+        key = next((k for k in setting.keys if k in chosen), setting.keys[0])
+        result = by_key.get(key)
+        if result is not None and result.timeline:
+            out.append(
+                timeline_series(result, setting.label, bool(chosen.intersection(setting.keys)))
+            )
+    return out
+
+
+def timeline_series(result: PointResult, label: str, recommended: bool) -> TimelineSeries:
+    """A stored point's ``timeline`` as columns."""
+    entries = result.timeline
+    return TimelineSeries(
+        config=report_config(result.point),
+        label=label,
+        key=result.key,
+        recommended=recommended,
+        at_s=[float(e.get("at_s", e.get("second", i))) for i, e in enumerate(entries)],
+        warmup=[bool(e.get("warmup")) for e in entries],
+        values={name: [e.get(name) for e in entries] for name in TIMELINE_FIELDS},
+    )
+
+
 # --- section 6: every point ---------------------------------------------------------------------
 
 
@@ -689,8 +822,8 @@ def _point_row(context: _Context, result: PointResult) -> dict[str, Any]:
     )
     return {
         "key": result.key,
-        "config": point.config_key,
-        "label": context.labels.get(point.config_key, point.config_key),
+        "config": report_config(point),
+        "label": context.labels.get(report_config(point), point.config_key),
         "status": result.status,
         "valid": result.valid,
         "invalid_reasons": list(result.invalid_reasons),
@@ -727,6 +860,28 @@ def _run_section(run: RunFolder) -> dict[str, Any]:
         "interrupted": record.interrupted,
         "spec_source": record.spec_source,
     }
+
+
+def placement_section(environment: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The CPU placement of servers and load generator (run.json's environment), one row
+    per replica count; None for runs that did not record one."""
+    placement = environment.get("placement")
+    if not placement:
+        return None
+    rows = [
+        {
+            "replicas": int(replicas),
+            "servers": " | ".join(entry.get("replicas") or []) or "any CPU",
+            "generator": entry.get("generator") or "any CPU",
+            "shared": entry.get("shared"),
+        }
+        for replicas, entry in sorted(placement.get("by_replicas", {}).items(), key=_int_key)
+    ]
+    return {"mode": placement.get("mode"), "machine": placement.get("machine"), "rows": rows}
+
+
+def _int_key(item: tuple[str, Any]) -> int:
+    return int(item[0])
 
 
 def _counts(run: RunFolder, context: _Context) -> dict[str, int]:

@@ -18,6 +18,7 @@ from typing import Any
 import matplotlib as mpl
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 from matplotlib.typing import RcKeyType
 
 from harness.metrics import metric
@@ -431,6 +432,84 @@ def _row_ticks(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     ax.invert_yaxis()
 
 
+def padding_chart(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """Per setting, padded rows ÷ executed rows: what the allowed batch sizes (or padding variable
+    lengths) costs against this traffic."""
+    rows = [r for r in _bar_rows(rows) if r.get("padding_rows")]
+    if not rows:
+        return None
+
+    def draw(fig: Figure) -> None:
+        ax = fig.add_subplot()
+        ax.grid(False, axis="y")
+        shares = [100.0 * (r["padding_ratio"] or 0.0) for r in rows]
+        ax.barh(range(len(rows)), shares, color="#9467bd")
+        for i, r in enumerate(rows):
+            spent = r.get("padding_compute_ms_per_1k")
+            if spent is not None:
+                ax.annotate(
+                    f"{spent:.3g} ms compute / 1k requests",
+                    (shares[i], i),
+                    xytext=(4, 0),
+                    textcoords="offset points",
+                    va="center",
+                    fontsize=7,
+                )
+        _row_ticks(ax, rows)
+        ax.set_xlabel("Padded rows ÷ executed rows (%)")
+        ax.set_xlim(0, max(100.0, max(shares) * 1.1))
+
+    return _draw("padding", 8.0, 1.2 + 0.32 * len(rows), draw)
+
+
+# --- section 5b: over time ----------------------------------------------------------------------
+
+
+def timeline_chart(series: Mapping[str, Any], index: int) -> str | None:
+    """One point, second by second: offered and answered requests, p50/p99 of the requests
+    sent in each second, and the server's queue depth and mean executed batch size."""
+    xs = series["at_s"]
+    if not xs:
+        return None
+
+    def draw(fig: Figure) -> None:
+        rate, latency, server = fig.subplots(3, 1, sharex=True)
+        _line(rate, xs, series["offered"], "offered", COLORS["baseline"])
+        _line(rate, xs, series["ok"], "answered OK", COLORS["ok"])
+        _line(rate, xs, series["errors"], "errors", COLORS["miss"])
+        rate.set_ylabel("requests / s")
+        _line(latency, xs, series["latency_p50_ms"], "p50", PERCENTILE_COLORS[0])
+        _line(latency, xs, series["latency_p99_ms"], "p99", PERCENTILE_COLORS[3])
+        latency.set_ylabel("latency (ms)")
+        if any(v for v in series["latency_p99_ms"] if v):
+            latency.set_yscale("log")
+            latency.yaxis.set_major_formatter(ScalarFormatter())
+            latency.yaxis.set_minor_formatter(NullFormatter())
+        _line(server, xs, series["queue_depth"], "queue depth (tasks)", "#ff7f0e")
+        _line(server, xs, series["batch_size_mean"], "mean executed batch (rows)", "#1f77b4")
+        server.set_xlabel("seconds since the point's first load run started")
+        for ax in (rate, latency, server):
+            _shade_warmup(ax, xs, series["warmup"])
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="upper right", ncols=3)
+        rate.set_title(series["label"], loc="left")
+
+    return _draw(f"timeline-{index}", 8.0, 5.2, draw)
+
+
+def _line(ax: Any, xs: Sequence[float], ys: Sequence[Any], label: str, color: str) -> None:
+    """A series with gaps where a second has no value (no request, or no scrape)."""
+    values = [math.nan if y is None else float(y) for y in ys]
+    if any(not math.isnan(v) for v in values):
+        ax.plot(xs, values, label=label, color=color, linewidth=1.2, marker=".", markersize=3)
+
+
+def _shade_warmup(ax: Any, xs: Sequence[float], warmup: Sequence[bool]) -> None:
+    for x, warm in zip(xs, warmup, strict=True):
+        if warm:
+            ax.axvspan(x - 0.5, x + 0.5, color="#dddddd", alpha=0.5, linewidth=0)
+
+
 # --- all of them --------------------------------------------------------------------------------
 
 
@@ -442,4 +521,6 @@ def all_charts(data: Mapping[str, Any]) -> dict[str, Any]:
         "latency": latency_chart(data["latency"]),
         "batch_sizes": batch_size_chart(data["batching"]["rows"]),
         "time_split": time_split_chart(data["batching"]["rows"]),
+        "padding": padding_chart(data["batching"]["rows"]),
+        "timelines": [timeline_chart(s, i) for i, s in enumerate(data.get("timelines", []))],
     }

@@ -8,7 +8,9 @@ connection per process, so one replica got every request of a generator process.
 README's "Replicas" section for the figures.
 
 Replicas must not oversubscribe the CPU: unless the flags set them, each replica gets an equal
-share of the cores as its TensorFlow intra- and inter-op thread pools.
+share of the cores as its TensorFlow intra- and inter-op thread pools. With a placement
+(harness.plan.placement) each replica runs pinned to its own CPU subset, and its pools get one
+thread per core of that subset.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.plan.placement import Placement
 from harness.servers.server_process import (
     REFERENCE_SERVER,
     ServerProcess,
+    cpus_allowed,
     free_port,
     launch_server,
     wait_ready,
@@ -39,10 +43,13 @@ def thread_share(replicas: int, cores: int | None = None) -> int:
     return max(1, cores // replicas)
 
 
-def replica_flags(flags: Sequence[str], replicas: int, *, cores: int | None = None) -> list[str]:
-    """``flags`` plus this replica count's thread share, unless the flags choose their own."""
+def replica_flags(
+    flags: Sequence[str], replicas: int, *, cores: int | None = None, threads: int | None = None
+) -> list[str]:
+    """``flags`` plus ``threads`` (default: this replica count's share of ``cores``) per TF
+    thread pool, unless the flags choose their own."""
     given = {flag.split("=", 1)[0] for flag in flags}
-    share = thread_share(replicas, cores)
+    share = threads or thread_share(replicas, cores)
     return [*flags, *(f"{name}={share}" for name in THREAD_FLAGS if name not in given)]
 
 
@@ -60,6 +67,10 @@ class ReplicaSet:
 
     servers: list[ServerProcess]
     metrics_path: str | None = PROMETHEUS_PATH
+
+    def cpus_allowed(self) -> list[str | None]:
+        """Each replica's CPU set as the kernel reports it (``/proc/PID/status``)."""
+        return [cpus_allowed(server.process.pid) for server in self.servers]
 
     @property
     def grpc_targets(self) -> list[str]:
@@ -113,9 +124,11 @@ def start_replicas(
     cores: int | None = None,
     env: dict[str, str] | None = None,
     config_dir: Path | None = None,
+    placement: Placement | None = None,
 ) -> ReplicaSet:
     """Start ``replicas`` servers with ``flags`` (no ports: each replica gets free ones) and
-    wait until every one serves its models. They start side by side.
+    wait until every one serves its models. They start side by side; with a ``placement``,
+    each on its own CPU set.
 
     ``monitoring`` adds a monitoring config (written in ``config_dir``, by default beside the
     batching file) unless the flags name one. UserError with every failed replica's log
@@ -123,7 +136,7 @@ def start_replicas(
     """
     if replicas < 1:
         raise UserError(f"replicas must be at least 1, got {replicas}")
-    flags = replica_flags(flags, replicas, cores=cores)
+    flags = list(flags)
     given = {flag.split("=", 1)[0] for flag in flags}
     # Only a config we wrote has a path we know; with the user's own, metrics are theirs to read.
     metrics_path = None
@@ -131,13 +144,22 @@ def start_replicas(
         folder = config_dir or _config_folder(flags)
         flags.append(f"--monitoring_config_file={write_monitoring_config(folder).resolve()}")
         metrics_path = PROMETHEUS_PATH
+    cpu_sets = placement.replicas if placement and placement.replicas else ((),) * replicas
     with_ports = [
-        [*flags, f"--port={free_port()}", f"--rest_api_port={free_port()}"] for _ in range(replicas)
+        [
+            *replica_flags(flags, replicas, cores=cores, threads=len(cpus) or None),
+            f"--port={free_port()}",
+            f"--rest_api_port={free_port()}",
+        ]
+        for cpus in cpu_sets
     ]
 
     # Launched from this thread (a child dies with the thread that started it), then
     # awaited one by one: they load their models side by side meanwhile.
-    launched = [launch_server(f, command=command, env=env) for f in with_ports]
+    launched = [
+        launch_server(f, command=command, env=env, cpus=cpus)
+        for f, cpus in zip(with_ports, cpu_sets, strict=True)
+    ]
     started: list[ServerProcess] = []
     failures: list[tuple[int, UserError]] = []
     for i, server in enumerate(launched):

@@ -100,12 +100,14 @@ def start_server(
     command: Sequence[str] = REFERENCE_SERVER,
     ready_timeout: float = 120.0,
     env: dict[str, str] | None = None,
+    cpus: Sequence[int] = (),
 ) -> ServerProcess:
-    """Start a server with tensorflow_model_server flags and wait until it serves.
+    """Start a server with tensorflow_model_server flags (on ``cpus``, when given) and wait
+    until it serves.
 
     Raises UserError with the log tail if it exits or is not ready within ``ready_timeout``.
     """
-    return wait_ready(launch_server(flags, command=command, env=env), ready_timeout)
+    return wait_ready(launch_server(flags, command=command, env=env, cpus=cpus), ready_timeout)
 
 
 def launch_server(
@@ -113,12 +115,14 @@ def launch_server(
     *,
     command: Sequence[str] = REFERENCE_SERVER,
     env: dict[str, str] | None = None,
+    cpus: Sequence[int] = (),
 ) -> ServerProcess:
     """Start a server process (without waiting for it): its own session, so a Ctrl-C at the
-    terminal reaches only the harness, which then stops its servers in order."""
+    terminal reaches only the harness, which then stops its servers in order. ``cpus``: the
+    CPU set it (and every thread and child) may run on; empty: anywhere."""
     argv = (*command, *flags)
     process = subprocess.Popen(
-        child_argv(argv),
+        child_argv(argv, cpus),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -150,18 +154,41 @@ def wait_ready(server: ServerProcess, ready_timeout: float = 120.0) -> ServerPro
     return server
 
 
-def child_argv(argv: Sequence[str]) -> list[str]:
+def child_argv(
+    argv: Sequence[str], cpus: Sequence[int] = (), *, die_with_parent: bool = True
+) -> list[str]:
     """``argv`` run so that the child dies with the harness (Linux: PR_SET_PDEATHSIG, which
-    survives exec). A killed harness must not leave servers holding ports and cores."""
+    survives exec; a killed harness must not leave servers holding ports and cores) and, when
+    ``cpus`` are given, pinned to them before exec (affinity is inherited by every thread and
+    child, so TensorFlow's pools and Locust's worker processes stay on the set)."""
     if not sys.platform.startswith("linux"):
         return list(argv)
-    return [sys.executable, "-c", _DIE_WITH_PARENT, *argv]
+    if not cpus and not die_with_parent:
+        return list(argv)
+    cpu_list = ",".join(str(cpu) for cpu in cpus)
+    return [sys.executable, "-c", _LAUNCH, "1" if die_with_parent else "0", cpu_list, *argv]
 
 
-# prctl(PR_SET_PDEATHSIG=1, SIGTERM=15), then become the real command.
-_DIE_WITH_PARENT = (
-    "import ctypes, os, sys; ctypes.CDLL(None).prctl(1, 15); os.execvp(sys.argv[1], sys.argv[1:])"
+# prctl(PR_SET_PDEATHSIG=1, SIGTERM=15) and sched_setaffinity as asked, then become the command.
+_LAUNCH = (
+    "import ctypes, os, sys; die, cpus = sys.argv[1:3]\n"
+    "if die == '1': ctypes.CDLL(None).prctl(1, 15)\n"
+    "if cpus: os.sched_setaffinity(0, [int(c) for c in cpus.split(',')])\n"
+    "os.execvp(sys.argv[3], sys.argv[3:])"
 )
+
+
+def cpus_allowed(pid: int) -> str | None:
+    """The process's ``Cpus_allowed_list`` from ``/proc/PID/status`` (``"0-1"``); None when it
+    cannot be read (not Linux, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Cpus_allowed_list:"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
 
 
 def _rest_requested(flags: Sequence[str]) -> bool:

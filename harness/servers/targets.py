@@ -8,6 +8,7 @@ Prometheus URLs to scrape, and whether its processes are still alive.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from harness.errors import UserError
 from harness.plan.batching_file import write_batching_file
+from harness.plan.placement import CpuSet, Placement, plan_placement
 from harness.plan.points import ServerConfig
 from harness.plan.spec import SweepSpec
 from harness.servers.replicas import PROMETHEUS_PATH, ReplicaSet, start_replicas
@@ -32,6 +34,16 @@ class RunningTarget:
     metrics: list[str]  # Prometheus URL per replica (empty: no server figures)
     replicas: ReplicaSet | None = None
     flags: list[str] = field(default_factory=list)
+    placement: Placement | None = None
+
+    def placement_record(self) -> dict | None:
+        """The planned CPU sets, and each replica's set as the kernel reports it."""
+        if self.placement is None:
+            return None
+        record = self.placement.as_dict()
+        if self.replicas is not None:
+            record["replicas_observed"] = self.replicas.cpus_allowed()
+        return record
 
     def addresses(self, protocol: str) -> tuple[str, ...]:
         return tuple(self.grpc if protocol == "grpc" else self.rest)
@@ -45,6 +57,27 @@ class RunningTarget:
     def stop(self) -> None:
         if self.replicas is not None:
             self.replicas.stop()
+
+
+def machine_cpus() -> CpuSet:
+    """The CPUs this process may use (a container's or taskset's limit included)."""
+    if hasattr(os, "sched_getaffinity"):
+        return tuple(sorted(os.sched_getaffinity(0)))
+    return tuple(range(os.cpu_count() or 1))
+
+
+def placement_for(spec: SweepSpec, replicas: int, machine: Sequence[int] = ()) -> Placement:
+    """The spec's placement for a configuration of ``replicas`` on this machine."""
+    choice = spec.placement
+    return plan_placement(
+        tuple(machine) or machine_cpus(),
+        replicas,
+        mode=choice.mode,
+        generator_processes=spec.load.fixed_processes,
+        servers=choice.servers or (),
+        generator=choice.generator or (),
+        start_servers=spec.target.kind != "external",
+    )
 
 
 def server_command(spec: SweepSpec) -> tuple[str, ...]:
@@ -90,9 +123,11 @@ def start_target(
     command: Sequence[str] = (),
     batching_file: Path | None = None,
 ) -> RunningTarget:
-    """Start (or, for external targets, describe) the target for ``config``."""
+    """Start (or, for external targets, describe) the target for ``config``, placed on CPUs
+    as the spec says."""
+    placement = placement_for(spec, config.replicas)
     if spec.target.kind == "external":
-        return external_target(spec)
+        return external_target(spec, placement)
     assert model_base is not None
     folder.mkdir(parents=True, exist_ok=True)
     flags = server_flags(spec, config, model_base, folder, batching_file)
@@ -102,6 +137,7 @@ def start_target(
         command=tuple(command) or server_command(spec),
         ready_timeout=spec.target.ready_timeout_s,
         config_dir=folder,
+        placement=placement,
     )
     return RunningTarget(
         grpc=[f"grpc://{target}" for target in replicas.grpc_targets],
@@ -109,10 +145,11 @@ def start_target(
         metrics=replicas.metrics_urls,
         replicas=replicas,
         flags=flags,
+        placement=placement,
     )
 
 
-def external_target(spec: SweepSpec) -> RunningTarget:
+def external_target(spec: SweepSpec, placement: Placement | None = None) -> RunningTarget:
     endpoints = spec.target.endpoints
     metrics = [
         e.metrics or (e.rest.rstrip("/") + PROMETHEUS_PATH if e.rest else None) for e in endpoints
@@ -122,6 +159,7 @@ def external_target(spec: SweepSpec) -> RunningTarget:
         rest=[e.rest.rstrip("/") for e in endpoints if e.rest],
         # All or nothing: figures from some replicas only would misstate the whole.
         metrics=[url for url in metrics if url] if all(metrics) else [],
+        placement=placement,
     )
 
 

@@ -25,6 +25,7 @@ from harness.plan.batching_fields import AXIS_FIELDS
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
 from harness.store.layout import CSV_FILE, POINTS_DIR, RUN_FILE
+from harness.store.schema import schema_problem
 
 SCHEMA_VERSION = 1
 
@@ -40,7 +41,12 @@ class PointResult:
     ``histogram`` is the merged HDR histogram of the used windows, encoded (hdrhistogram's
     ``encode()``), so points can be merged again later; ``telemetry`` is what the server's
     Prometheus metrics said about the measured interval; a failed point keeps its ``reason``
-    and the server's ``log_tail``.
+    and the server's ``log_tail``. ``by_kind`` has the figures of each request kind (model,
+    rows, length, payload: ``{"metrics": {metric ID: value}, "histogram"}``) when the point
+    sent more than one; ``timeline`` one entry per second of each load run (warm-up
+    included: ``run``, ``at_s`` from the first run's start, ``warmup``, and the scenario's
+    ``offered``, ``sent``, ``ok``, ``errors``, ``late``, ``dropped``, ``latency_p50_ms``,
+    ``latency_p99_ms``, ``queue_depth``, ``batch_size_mean``).
     """
 
     point: Point
@@ -54,9 +60,12 @@ class PointResult:
     telemetry: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
     log_tail: str | None = None
+    by_kind: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
     started_at: str | None = None
     finished_at: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    placement: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -64,7 +73,7 @@ class PointResult:
 
     @property
     def stable(self) -> bool:
-        return bool(self.stability) and self.stability.get("verdict") == "stable"  # type: ignore[union-attr]
+        return self.stability is not None and self.stability.get("verdict") == "stable"
 
     @classmethod
     def failed(cls, point: Point, reason: str, log_tail: str | None = None) -> PointResult:
@@ -134,14 +143,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def check_schema(data: Any, path: Path | str) -> None:
     """Refuse data without a schema_version, or newer than this code reads."""
-    version = data.get("schema_version") if isinstance(data, dict) else None
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise UserError(f"{path} has no schema_version: not a batchbench result file")
-    if version > SCHEMA_VERSION:
-        raise UserError(
-            f"{path} was written by a newer batchbench (schema_version {version}; this one "
-            f"reads up to {SCHEMA_VERSION}): upgrade batchbench to read it"
-        )
+    if problem := schema_problem(data, path, SCHEMA_VERSION):
+        raise UserError(problem)
 
 
 def new_run_id(name: str, now: datetime | None = None) -> str:
@@ -283,7 +286,7 @@ PARAM_COLUMNS = (
 
 
 def csv_columns() -> tuple[str, ...]:
-    return (*PARAM_COLUMNS, *metric_ids(), "reason")
+    return (*PARAM_COLUMNS, *metric_ids(), "reason", "server_cpus", "generator_cpus")
 
 
 def results_csv(results: Iterable[PointResult]) -> str:
@@ -309,7 +312,10 @@ def csv_row(result: PointResult) -> dict[str, Any]:
         "enable_batching": batching is not None,
         "load_kind": point.load_kind,
         point.load_kind: point.load,
-        "reason": result.reason or "",
+        # A failed point's reason, else why it is invalid (e.g. generator-bound).
+        "reason": result.reason or "; ".join(result.invalid_reasons),
+        "server_cpus": (result.placement or {}).get("servers") or "",
+        "generator_cpus": (result.placement or {}).get("generator") or "",
     }
     if batching is not None:
         for field in AXIS_FIELDS:

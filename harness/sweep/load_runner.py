@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.plan.spec import LoadKind
+from harness.plan.traffic import ONE_ROW, POISSON, Sizes, arrival_argv
+from harness.servers.server_process import child_argv
+from scenarios.arrivals import ArrivalSpec
 from scenarios.recording import Tally
-from scenarios.results import ResultError, figures, load_result
+from scenarios.results import MAX_CPU_PERCENT, ResultError, figures, load_result
 
 SCENARIOS_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 SCENARIO_FILES = {"grpc": "tfserving_grpc.py", "rest": "tfserving_rest.py"}
@@ -50,12 +53,14 @@ class LoadPlan:
     window_s: float
     windows: int
     signature: str = "serving_default"
-    rows: int = 1
+    rows: Sizes = ONE_ROW  # rows per request: fixed, a range, or weights
+    length: Sizes | None = None  # the other -1 dimensions; None: the scenario's default
     payload: str | None = None
-    arrival: str = "poisson"  # open loop only
+    arrival: ArrivalSpec = POISSON  # open loop only
     processes: int = 1
     seed: int = 0
     scrape_urls: tuple[str, ...] = ()  # Prometheus pages read at every stage boundary
+    cpus: tuple[int, ...] = ()  # the generator's CPU set; empty: anywhere
 
     @property
     def open_loop(self) -> bool:
@@ -90,14 +95,17 @@ def locust_argv(plan: LoadPlan, result_file: Path) -> list[str]:
         "--targets", ",".join(plan.targets),
         "--model-name", plan.model_name,
         "--signature", plan.signature,
-        "--rows", str(plan.rows),
+        "--rows", plan.rows.scenario_text(),
         "--seed", str(plan.seed),
         "--stages", ",".join(stages),
         "--result-file", str(result_file),
-        "--arrival", plan.arrival if plan.open_loop else "closed",
     ]  # fmt: skip
     if plan.open_loop:
-        argv += ["--rate", f"{plan.load:g}"]
+        argv += [*arrival_argv(plan.arrival), "--rate", f"{plan.load:g}"]
+    else:
+        argv += ["--arrival", "closed"]
+    if plan.length is not None:
+        argv += ["--fill-dim", plan.length.scenario_text()]
     if plan.payload:
         argv += ["--payload", plan.payload]
     if plan.scrape_urls:
@@ -115,7 +123,7 @@ def run_locust(plan: LoadPlan, result_file: Path, *, grace_s: float = 60.0) -> d
     argv = locust_argv(plan, result_file)
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
     with subprocess.Popen(
-        argv,
+        child_argv(argv, plan.cpus, die_with_parent=False),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -123,7 +131,8 @@ def run_locust(plan: LoadPlan, result_file: Path, *, grace_s: float = 60.0) -> d
         env=_locust_env(),
     ) as process:
         try:
-            for line in process.stdout:  # type: ignore[union-attr]
+            assert process.stdout is not None  # started with stdout=PIPE
+            for line in process.stdout:
                 tail.append(line)
             process.wait(timeout=plan.duration_s + grace_s)
         except BaseException:
@@ -189,3 +198,49 @@ def generator_cpu_percent(result: Mapping[str, Any], wall_s: float) -> float | N
         return max(percents)
     seconds = result.get("generator", {}).get("cpu_seconds")
     return 100.0 * seconds / wall_s if seconds and wall_s > 0 else None
+
+
+def generator_cores_used(result: Mapping[str, Any]) -> float | None:
+    """The load processes' CPU use together over the run, in cores (1.0 = one core busy)."""
+    processes = result.get("generator", {}).get("processes", {})
+    percents = [p["cpu_percent"] for p in processes.values() if p.get("cpu_percent") is not None]
+    return sum(percents) / 100.0 if percents else None
+
+
+def generator_runnable_percent(result: Mapping[str, Any]) -> float | None:
+    """The highest share of the run (%) any load-generating process was runnable."""
+    processes = result.get("generator", {}).get("processes", {})
+    shares = [
+        info["runnable_percent"]
+        for name, info in processes.items()
+        if name != "master" and info.get("runnable_percent") is not None
+    ]
+    return max(shares, default=None)
+
+
+def generator_bound(result: Mapping[str, Any], plan: LoadPlan, machine_cores: int) -> str | None:
+    """Why the run's throughput was limited by the generator, or None.
+
+    Two signs, each against Locust's CPU warning threshold: the processes used nearly all the
+    CPU they can use on their set (one core per process at most, no more than the set has),
+    or one of them was runnable (on a CPU or queued for one) nearly all the time, which also
+    catches a generator whose CPU was taken by other processes on its cores.
+    """
+    cores = len(plan.cpus) or machine_cores
+    where = f"CPUs {','.join(map(str, plan.cpus))}" if plan.cpus else f"{cores} CPU(s), unpinned"
+    used = generator_cores_used(result)
+    capacity = float(min(plan.processes, max(1, cores)))
+    if used is not None and 100.0 * used / capacity > MAX_CPU_PERCENT:
+        return (
+            f"generator-bound: {plan.processes} load process(es) used {used / capacity:.0%} of "
+            f"the CPU they can use on {where} (limit {MAX_CPU_PERCENT:g}%): the point measured "
+            "the generator, not the server"
+        )
+    runnable = generator_runnable_percent(result)
+    if runnable is not None and runnable > MAX_CPU_PERCENT:
+        return (
+            f"generator-bound: a load process was runnable {runnable:.0f}% of the time on "
+            f"{where} (limit {MAX_CPU_PERCENT:g}%), using {100 * (used or 0):.0f}% of a core: it "
+            "was short of CPU, so the point measured the generator, not the server"
+        )
+    return None

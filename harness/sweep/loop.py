@@ -11,6 +11,7 @@ stops; a second (or SIGTERM) stops at once. Either way every finished point is o
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -20,11 +21,12 @@ from typing import Any
 from harness.errors import UserError
 from harness.models.zoo import ensure_model
 from harness.plan import preflight
+from harness.plan.placement import Placement
 from harness.plan.points import Point, ServerConfig, expand_matrix
 from harness.plan.spec import SweepSpec
 from harness.plan.strategies import GridStrategy, MaxRateSearch, Strategy
 from harness.report import write_report
-from harness.servers.targets import RunningTarget, server_command, start_target
+from harness.servers.targets import RunningTarget, placement_for, server_command, start_target
 from harness.store.environment import collect_environment
 from harness.store.results import PointResult, ResultStore, new_run_id, timestamp
 from harness.sweep.measure import measure_point
@@ -137,9 +139,10 @@ def run_sweep(
     already there. Returns the run folder. Raises KeyboardInterrupt after saving when stopped.
     """
     points = expand_matrix(spec)
-    store = _open_store(spec, points, out, resume)
+    placements = planned_placements(spec, points)
+    store = _open_store(spec, points, out, resume, placements)
     estimate = preflight.estimate_duration(spec, points)
-    findings = preflight.check(spec, points, estimate)
+    findings = preflight.check(spec, points, estimate, placements, _load_average())
     for finding in findings:
         print(f"pre-flight {finding.level}: {finding.message}", flush=True)
     preflight.raise_refusals(findings)
@@ -211,8 +214,30 @@ def _write_records(store: ResultStore, strategy: Strategy) -> None:
         store.write_extra(name, document)
 
 
+def planned_placements(spec: SweepSpec, points: list[Point]) -> dict[int, Placement]:
+    """The CPU sets each replica count of the sweep gets on this machine."""
+    return {r: placement_for(spec, r) for r in sorted({p.replicas for p in points})}
+
+
+def placement_environment(placements: dict[int, Placement]) -> dict[str, Any]:
+    """run.json's record of the placement: the mode, the usable CPUs, the sets per replica
+    count."""
+    first = next(iter(placements.values()), None)
+    if first is None:
+        return {}
+    by_replicas = {}
+    for replicas, placement in placements.items():
+        record = placement.as_dict()
+        by_replicas[str(replicas)] = {k: record[k] for k in ("replicas", "generator", "shared")}
+    return {"mode": first.mode, "machine": first.as_dict()["machine"], "by_replicas": by_replicas}
+
+
 def _open_store(
-    spec: SweepSpec, points: list[Point], out: Path | None, resume: bool
+    spec: SweepSpec,
+    points: list[Point],
+    out: Path | None,
+    resume: bool,
+    placements: dict[int, Placement],
 ) -> ResultStore:
     if resume:
         if out is None:
@@ -222,7 +247,8 @@ def _open_store(
         print(f"resuming: {len(store.completed_keys())} points already done", flush=True)
         return store
     root = out or DEFAULT_REPORTS / new_run_id(spec.name)
-    return ResultStore.create(root, spec, points, collect_environment())
+    environment = {**collect_environment(), "placement": placement_environment(placements)}
+    return ResultStore.create(root, spec, points, environment)
 
 
 def model_base(spec: SweepSpec, models_dir: Path) -> Path | None:
@@ -241,6 +267,13 @@ def model_base(spec: SweepSpec, models_dir: Path) -> Path | None:
         return ensure_model(models_dir, model.builtin, model.resolved_options())
     except ValueError as exc:
         raise UserError(f"model: {exc}") from None
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def finish_run(store: ResultStore, interrupted: bool) -> None:

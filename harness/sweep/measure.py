@@ -8,17 +8,25 @@ The point's figures come from the windows the verdict used: request counts added
 histograms merged exactly, and the server's Prometheus counters diffed at the same stage
 boundaries (the scenario scrapes them as each stage starts), so client and server figures
 cover the same interval.
+
+The generator runs on its CPU set (the target's placement). A run whose load processes used
+nearly all the CPU they can have there measured the generator, not the server: the point is
+marked invalid with that reason. With ``load.processes: auto`` such a point is measured again
+from scratch, once, with one process per generator core, when the set has more cores than
+processes.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.decide.stats import interval_figures
+from harness.plan.placement import more_processes
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
 from harness.servers.targets import RunningTarget
@@ -28,6 +36,7 @@ from harness.sweep.load_runner import (
     LoadError,
     LoadPlan,
     combine,
+    generator_bound,
     generator_cpu_percent,
     metric_figures,
     run_locust,
@@ -62,26 +71,44 @@ class Measurement:
     invalid_reasons: list[str] = field(default_factory=list)
     cpu_percent: list[float] = field(default_factory=list)
     runs: int = 0
+    kinds: dict[KindKey, list[dict[str, Any]]] = field(default_factory=dict)  # per run
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # every run's, in order
+    elapsed_s: float = 0.0  # the runs' lengths so far: where the next run's timeline starts
+    processes: int = 1
+    set_aside: str | None = None  # why a first run was set aside (generator-bound)
 
 
-def load_plan(spec: SweepSpec, point: Point, target: RunningTarget, windows: int) -> LoadPlan:
+# A request kind as the result file's ``by_kind`` names it: model, rows, length, payload.
+KindKey = tuple[str, int, int, str | None]
+
+
+def load_plan(
+    spec: SweepSpec,
+    point: Point,
+    target: RunningTarget,
+    windows: int,
+    processes: int | None = None,
+) -> LoadPlan:
     m = spec.measurement
+    placement = target.placement
     return LoadPlan(
         protocol=point.protocol,
         targets=target.addresses(point.protocol),
         model_name=spec.model.served_name,
         signature=spec.model.signature,
-        rows=spec.model.rows_per_request,
+        rows=point.traffic.rows,
+        length=point.traffic.length,
         payload=str(Path(spec.model.payload).resolve()) if spec.model.payload else None,
         load_kind=point.load_kind,
         load=point.load,
         warmup_s=m.warmup_s,
         window_s=m.window_s,
         windows=windows,
-        arrival=spec.load.arrival,
-        processes=spec.load.processes,
+        arrival=point.traffic.arrival,
+        processes=processes or spec.load.fixed_processes or 1,
         seed=spec.seed + point.repeat,
         scrape_urls=tuple(target.metrics),
+        cpus=placement.generator if placement else (),
     )
 
 
@@ -97,13 +124,13 @@ def measure_point(
     or the load generator could not run."""
     started_at = timestamp()
     m = spec.measurement
-    measurement = Measurement()
+    measurement = Measurement(processes=spec.load.fixed_processes or 1)
     verdict: StabilityVerdict | None = None
     while verdict is None or not verdict.done:
         remaining = m.max_windows - len(measurement.windows)
         # First run: just enough windows for a verdict; later ones add up to that many more.
         count = m.stable_windows if verdict is None else min(m.stable_windows - 1, remaining)
-        plan = load_plan(spec, point, target, max(1, count))
+        plan = load_plan(spec, point, target, max(1, count), measurement.processes)
         result_file = workdir / f"{point.key}.run{measurement.runs}.json"
         try:
             result = run_locust(plan, result_file)
@@ -114,8 +141,11 @@ def measure_point(
         if died := target.exited():
             codes = ", ".join(f"replica {i} exit code {code}" for i, code in died)
             return _failed(point, target, f"server exited during the point ({codes})", started_at)
+        if retry := _retry_with_more_processes(spec, target, measurement, result, plan):
+            measurement, verdict = retry, None
+            continue
         before = len(measurement.windows)
-        _add_run(measurement, result, plan, len(target.metrics))
+        add_run(measurement, result, plan, len(target.metrics))
         for i in range(before, len(measurement.windows)):
             if on_window:
                 on_window(i, measurement.windows[i].stage)
@@ -126,10 +156,40 @@ def measure_point(
             max_windows=m.max_windows,
             min_requests=m.min_requests,
         )
-    return point_result(point, measurement, verdict, started_at)
+    measured = point_result(point, measurement, verdict, started_at)
+    measured.placement = _placement_record(target, measurement)
+    return measured
 
 
-def _add_run(
+def _retry_with_more_processes(
+    spec: SweepSpec,
+    target: RunningTarget,
+    measurement: Measurement,
+    result: Mapping[str, Any],
+    plan: LoadPlan,
+) -> Measurement | None:
+    """A fresh measurement with more load processes when this first run was generator-bound,
+    processes are ``auto`` and the generator's CPU set has cores to spare; else None."""
+    if spec.load.fixed_processes is not None or measurement.runs or measurement.set_aside:
+        return None
+    reason = generator_bound(result, plan, _usable_cores())
+    more = more_processes(target.placement, plan.processes) if target.placement else None
+    if reason is None or more is None:
+        return None
+    return Measurement(processes=more, set_aside=reason)
+
+
+def _placement_record(target: RunningTarget, measurement: Measurement) -> dict[str, Any] | None:
+    record = target.placement_record()
+    if record is None:
+        return None
+    record["generator_processes"] = measurement.processes
+    if measurement.set_aside:
+        record["first_run_generator_bound"] = measurement.set_aside
+    return record
+
+
+def add_run(
     measurement: Measurement, result: Mapping[str, Any], plan: LoadPlan, scraped: int
 ) -> None:
     stages = window_stages(result, plan)
@@ -137,11 +197,60 @@ def _add_run(
     first = len(result.get("stages", [])) - len(stages)
     for offset, stage in enumerate(stages):
         measurement.windows.append(Window(dict(stage), deltas.get(first + offset)))
+    _add_kinds_and_timeline(measurement, result, plan)
     measurement.runs += 1
     measurement.invalid_reasons += [r for r in result.get("invalid_reasons", []) if r]
+    if bound := generator_bound(result, plan, _usable_cores()):
+        measurement.invalid_reasons.append(bound)
     cpu = generator_cpu_percent(result, plan.duration_s)
     if cpu is not None:
         measurement.cpu_percent.append(cpu)
+
+
+def _add_kinds_and_timeline(
+    measurement: Measurement, result: Mapping[str, Any], plan: LoadPlan
+) -> None:
+    for entry in result.get("by_kind", []):
+        kind = (entry["model"], entry["rows"], entry["length"], entry.get("payload"))
+        measurement.kinds.setdefault(kind, []).append(dict(entry))
+    seconds = result.get("timeline", [])
+    for entry in seconds:
+        second = entry["second"]
+        measurement.timeline.append(
+            {
+                "run": measurement.runs,
+                "at_s": round(measurement.elapsed_s + second, 3),
+                "warmup": second < plan.warmup_s,
+                **entry,
+            }
+        )
+    measurement.elapsed_s += max(float(len(seconds)), math.ceil(plan.duration_s))
+
+
+def kind_figures(kinds: Mapping[KindKey, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Per request kind, its figures over every measured window of the point (each run's
+    ``by_kind`` added up, histograms merged); empty when only one kind was sent."""
+    if len(kinds) < 2:
+        return []
+    out = []
+    for (model, rows, length, payload), entries in sorted(kinds.items(), key=_kind_order):
+        combined = combine(entries)
+        out.append(
+            {
+                "model": model,
+                "rows": rows,
+                "length": length,
+                "payload": payload,
+                "metrics": metric_figures(combined, None),
+                "histogram": combined["histogram"] or None,
+            }
+        )
+    return out
+
+
+def _kind_order(item: tuple[KindKey, Any]) -> tuple[str, int, int, str]:
+    model, rows, length, payload = item[0]
+    return (model, rows, length, payload or "")
 
 
 def stage_deltas(result: Mapping[str, Any], replicas: int) -> dict[int, list[telemetry.Samples]]:
@@ -190,6 +299,8 @@ def point_result(
         valid=not measurement.invalid_reasons,
         invalid_reasons=sorted(set(measurement.invalid_reasons)),
         telemetry={} if server is None else server[0],
+        by_kind=kind_figures(measurement.kinds),
+        timeline=measurement.timeline,
         started_at=started_at,
         finished_at=timestamp(),
         extra={"locust_runs": measurement.runs, "locust": _locust_figures(used)},
@@ -238,3 +349,7 @@ def _failed(point: Point, target: RunningTarget, reason: str, started_at: str) -
     result = PointResult.failed(point, reason, target.log_tail())
     result.started_at, result.finished_at = started_at, timestamp()
     return result
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

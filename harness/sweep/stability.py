@@ -119,7 +119,8 @@ def _problem(
 
 def _total_requests(windows: Sequence[WindowFigures]) -> int | None:
     counts = [w.requests for w in windows]
-    return None if any(c is None for c in counts) else sum(counts)  # type: ignore[arg-type]
+    known = [c for c in counts if c is not None]
+    return sum(known) if len(known) == len(counts) else None
 
 
 def _pct(value: float) -> str:

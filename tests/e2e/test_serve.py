@@ -82,3 +82,32 @@ def test_serve_refuses_fixed_ports(tmp_path):
     )  # fmt: skip
     assert completed.returncode == 2
     assert "--port=8500" in completed.stderr and "own free ports" in completed.stderr
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="placement needs 2 usable CPUs")
+def test_serve_with_auto_placement_pins_the_replica_and_names_the_generator_cores(models_dir):
+    from harness.plan.placement import format_cpus, plan_placement
+    from harness.servers.server_process import cpus_allowed
+
+    base = ensure_model(models_dir, "mlp")
+    expected = plan_placement(sorted(os.sched_getaffinity(0)), 1)
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "harness", "serve", "--placement", "auto",
+         "--model_name=mlp", f"--model_base_path={base}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        read_until(serve, "AVAILABLE", lines)
+        text = "".join(lines)
+        pid = int(re.search(r"replica 0: pid (\d+)", text).group(1))
+        servers, generator = format_cpus(expected.servers), format_cpus(expected.generator)
+        assert cpus_allowed(pid) == servers
+        assert f"replica 0: cpus {servers}" in text
+        assert f"load generator cpus: {generator} (e.g. taskset -c {generator} locust" in text
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        assert f"--tensorflow_intra_op_parallelism={len(expected.servers)}" in cmdline
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.communicate(timeout=60)
+    assert serve.returncode == 0

@@ -232,3 +232,39 @@ def test_find_max_rate_finds_the_capacity_of_a_known_server(tmp_path, models_dir
     assert found is not None and 45 <= found <= 55, searches[0]["probes"]
     probes = {p["key"] for p in searches[0]["probes"]}
     assert probes == set(points_by_key(out))  # every probe is a stored point
+
+
+def test_bursty_preset_in_small_sends_its_mix_and_keeps_kinds_timelines_and_padding(tmp_path):
+    """The shipped ``bursty`` preset cut down to one padded configuration under Poisson and
+    gamma CV 4 arrivals: each point is keyed by its traffic, its file has the figures of every
+    request size in the mix and a per-second timeline with the server's side, and the report
+    shows the padding waste and the timelines."""
+    spec = yaml.safe_load((REPO / "harness/plan/presets/bursty.yaml").read_text())
+    spec["server"]["batching"].update(
+        batch_timeout_micros=[2000], allowed_batch_sizes=[[8, 16, 32]]
+    )
+    spec["measurement"] = {**WINDOWS, "max_windows": 3}
+    path = tmp_path / "bursty.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run = tmp_path / "run"
+    completed = run_sweep(path, run)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    points = points_by_key(run)
+    suffix = "rps150{}-rows1w0.7_4w0.2_16w0.1-rep0"
+    config = "mbs32-bt2000-nbt2-meb16-abs8.16.32-r1-grpc-"
+    assert set(points) == {config + suffix.format(""), config + suffix.format("-gamma4")}
+    for result in points.values():
+        assert result.status == "ok"
+        requests = {kind["rows"]: kind["metrics"]["requests"] for kind in result.by_kind}
+        assert set(requests) == {1, 4, 16} and all(requests.values())
+        assert 0.03 < requests[16] / sum(requests.values()) < 0.25
+        seconds = [entry["at_s"] for entry in result.timeline]
+        assert seconds == sorted(seconds) and result.timeline[0]["warmup"]
+        assert any(entry["batch_size_mean"] for entry in result.timeline)
+        assert result.telemetry["padding_rows"] > 0  # 1, 4 and 16 rows padded up to 8/16/32
+    report = json.loads((run / "report.json").read_text())
+    assert {series["key"] for series in report["timelines"]} <= set(points)
+    assert report["timelines"]
+    assert all(row["padding_compute_ms"] > 0 for row in report["batching"]["rows"])
+    html = (run / "report.html").read_text()
+    assert 'id="timelines"' in html and "Padded rows" in html

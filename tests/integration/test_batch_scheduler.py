@@ -218,3 +218,38 @@ def test_close_fails_waiting_tasks_with_unavailable() -> None:
     error = run_async(lambda: scenario(sched))
     assert isinstance(error, ServingError) and error.code == grpc.StatusCode.UNAVAILABLE
     assert model.batch_sizes == []
+
+
+def test_a_task_whose_tensors_do_not_fit_the_batch_fails_alone() -> None:
+    """Fuzzing found one malformed request failing every request batched with it."""
+    model = DoubleModel(delay=0.0)
+
+    def one_column(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if inputs["x"].shape[1:] != (1,):
+            raise invalid_argument(f"bad shape {list(inputs['x'].shape)}")
+        return model(inputs)
+
+    async def burst(sched: BatchScheduler) -> list[object]:
+        bad = [np.zeros((1, 2), np.float32), np.zeros((1,), np.float32), column(9).astype(int)]
+        calls = [sched.submit("m", {"x": column(i)}, one_column) for i in range(3)]
+        calls += [sched.submit("m", {"x": x}, one_column) for x in bad]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    with scheduler(max_batch_size=8, num_batch_threads=1, batch_timeout_micros=50_000) as s:
+        results = run_async(lambda: burst(s))
+    assert [out["y"].tolist() for out, _ in results[:3]] == [[[0.0]], [[2.0]], [[4.0]]]
+    assert [str(e) for e in results[3:5]] == ["bad shape [1, 2]", "bad shape [1]"]
+    assert results[5][0]["y"].dtype == np.int64  # another dtype: its own batch, not a cast
+    assert sorted(model.batch_sizes) == [1, 3]
+
+
+def test_with_padding_tasks_of_other_lengths_still_share_a_batch() -> None:
+    model = DoubleModel(delay=0.0)
+    params = dict(max_batch_size=8, num_batch_threads=1, batch_timeout_micros=50_000)
+    with scheduler(**params, pad_variable_length_inputs=True) as sched:
+        xs = [np.ones((1, 2), np.float32), np.ones((1, 3), np.float32)]
+        results = run_async(
+            lambda: asyncio.gather(*(sched.submit("m", {"x": x}, model) for x in xs))
+        )
+    assert model.batch_sizes == [2]
+    assert [out["y"].shape for out, _ in results] == [(1, 3), (1, 3)]

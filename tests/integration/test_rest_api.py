@@ -387,6 +387,24 @@ BAD_PREDICTS = [
         400,
         "Unexpected element type in feature: x expecting type: int64",
     ),
+    # Found by tests/fuzz: 500 "maximum supported dimension for an ndarray is currently 64".
+    (
+        "/v1/models/half_plus_two:predict",
+        ('{"instances": [' + "[" * 101 + "1.0" + "]" * 101 + "]}").encode(),
+        400,
+        "tensor parsing error: x",
+    ),
+    # Found by tests/fuzz: 500 "maximum recursion depth exceeded" writing this message.
+    (
+        "/v1/models/half_plus_two:predict",
+        ('{"instances": [1.0], "signature_name": ' + "[" * 900 + "]" * 900 + "}").encode(),
+        400,
+        'JSON Value: {\n    "instances": [\n        1.0\n    ],\n    "signature_name": '
+        + "".join("[\n" + " " * 4 * (depth + 2) for depth in range(899))
+        + "[]"
+        + "".join("\n" + " " * 4 * (depth + 1) + "]" for depth in reversed(range(899)))
+        + "\n} not formatted correctly. 'signature_name' key must be a string value.",
+    ),
 ]
 
 
@@ -396,6 +414,9 @@ def test_bad_requests_get_tf_servings_code_and_message(url, path, body, status, 
 
 
 BAD_URLS = [
+    # Found by tests/fuzz: aiohttp's own text/plain 404 answered a path with an encoded newline.
+    ("GET", "/v1/models/%0A", 404, "Could not find any versions of model \n"),
+    ("GET", "/v1/%0A", 400, "Malformed request: GET /v1/%0A"),
     ("GET", "/v1/foo", 400, "Malformed request: GET /v1/foo"),
     ("POST", "/v1/foo", 400, "Malformed request: POST /v1/foo"),
     ("GET", "/v1/models", 400, "Missing model name in request."),

@@ -101,9 +101,9 @@ def test_a_request_larger_than_max_batch_size_is_invalid(batching_server):
     assert caught.value.details() == "Task size 9 is larger than maximum input batch size 8"
 
 
-def rest_predict(url: str, rows: list) -> tuple[int, dict, dict]:
+def rest_predict(url: str, rows: list, model: str = "synthetic") -> tuple[int, dict, dict]:
     request = urllib.request.Request(
-        f"{url}/v1/models/synthetic:predict", data=json.dumps({"instances": rows}).encode()
+        f"{url}/v1/models/{model}:predict", data=json.dumps({"instances": rows}).encode()
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -140,3 +140,61 @@ def test_a_full_queue_rejects_at_once_with_unavailable(tmp_path):
             assert body["error"].startswith(QUEUE_FULL)
         else:
             assert (status, body) == (200, {"predictions": [[1.0]]})
+
+
+def test_per_model_batching_parameters_take_precedence_as_in_tf_serving(tmp_path):
+    """With --enable_per_model_batching_parameters a version's batching_params.pbtxt is its
+    batching (limit and padding); a version without one does not batch; without the flag the
+    global file governs both."""
+    own, plain = tmp_path / "own", tmp_path / "plain"
+    for base in (own, plain):
+        build_model("synthetic", base, fixed_ms=1.0, per_item_ms=0.1)
+    (own / "1" / "batching_params.pbtxt").write_text(
+        "max_batch_size { value: 2 }\nbatch_timeout_micros { value: 0 }\nallowed_batch_sizes: 2\n"
+    )
+    config = tmp_path / "models.config"
+    config.write_text(
+        "model_config_list {\n"
+        f'  config {{ name: "own" base_path: "{own}" model_platform: "tensorflow" }}\n'
+        f'  config {{ name: "plain" base_path: "{plain}" model_platform: "tensorflow" }}\n'
+        "}\n"
+    )
+    global_file = tmp_path / "batching.txt"
+    global_file.write_text("max_batch_size { value: 4 }\nallowed_batch_sizes: 4\n")
+    flags = [
+        f"--model_config_file={config}",
+        "--enable_batching",
+        f"--batching_parameters_file={global_file}",
+    ]
+    one, three, eight = [[1.0] * 4], [[1.0] * 4] * 3, [[1.0] * 4] * 8
+    with start_server([*flags, "--enable_per_model_batching_parameters"]) as server:
+        status, body, _ = rest_predict(server.rest_url, three, "own")
+        assert status == 400
+        assert body["error"] == "Task size 3 is larger than maximum input batch size 2"
+        status, _, headers = rest_predict(server.rest_url, one, "own")
+        assert (status, headers["x-batch-size"], headers["x-batch-padding"]) == (200, "2", "1")
+        status, _, headers = rest_predict(server.rest_url, eight, "plain")
+        assert (status, headers["x-batch-size"], headers["x-batch-padding"]) == (200, "8", "0")
+    with start_server(flags) as server:
+        status, _, headers = rest_predict(server.rest_url, three, "own")
+        assert (status, headers["x-batch-size"], headers["x-batch-padding"]) == (200, "4", "1")
+        status, body, _ = rest_predict(server.rest_url, eight, "plain")
+        assert body["error"] == "Task size 8 is larger than maximum input batch size 4"
+
+
+def test_a_bad_per_model_batching_file_fails_that_version_only(tmp_path):
+    model = tmp_path / "m"
+    build_model("synthetic", model, fixed_ms=1.0, per_item_ms=0.1)
+    (model / "1" / "batching_params.pbtxt").write_text("max_batch_sizes { value: 2 }\n")
+    flags = [
+        "--model_name=m",
+        f"--model_base_path={model}",
+        "--enable_batching",
+        "--enable_per_model_batching_parameters",
+    ]
+    with start_server(flags) as server:
+        with urllib.request.urlopen(f"{server.rest_url}/v1/models/m", timeout=10) as response:
+            status = json.loads(response.read())["model_version_status"][0]
+        assert status["state"] == "END"
+        assert "batching_params.pbtxt" in status["status"]["error_message"]
+        assert 'no field named "max_batch_sizes"' in status["status"]["error_message"]

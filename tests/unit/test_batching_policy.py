@@ -6,6 +6,7 @@ import grpc
 import pytest
 
 from reference_server.batching import (
+    MAX_QUEUES_KEPT,
     Batch,
     BatchPolicy,
     BatchQueue,
@@ -247,3 +248,21 @@ def test_split_task_stats_combine_over_its_batches() -> None:
     parts = [BatchStats(4, 0, 3, 0.002, 0.010), BatchStats(8, 1, 7, 0.005, 0.020)]
     assert combine_part_stats(parts) == BatchStats(12, 1, 10, 0.002, 0.030)
     assert combine_part_stats(parts[:1]) == parts[0]
+
+
+def test_idle_queues_are_dropped_beyond_the_kept_number() -> None:
+    """Keys that come and go (one per malformed shape) must not grow the scheduler forever."""
+    clock = FakeClock()
+    policy = BatchPolicy(limits(timeout=0.0), clock)
+    for key in range(MAX_QUEUES_KEPT):
+        policy.schedule(key, f"t{key}", 1)
+    while policy.next_batch() is not None:
+        pass
+    policy.schedule("busy", "waiting", 1)
+    assert policy.num_queues == 1
+    policy.schedule("another", "t", 1)
+    assert policy.num_queues == 2
+    assert sorted(map(str, tickets(policy.next_batch()) + tickets(policy.next_batch()))) == [
+        "t",
+        "waiting",
+    ]

@@ -123,6 +123,39 @@ def test_stall_truth_adds_the_wait_until_the_stall_ends():
     assert truth[50] == pytest.approx(1.0)  # at 5.0 s: the server is back
 
 
+def test_h2load_grpc_frame_and_parsers():
+    from benchmarks.h2load_check import finished_seconds, grpc_frame, log_p50_ms, ok_count
+
+    assert grpc_frame(b"abc") == b"\x00\x00\x00\x00\x03abc"
+    metrics = (
+        ':tensorflow:serving:request_count{model_name="mlp",status="OK"} 120\n'
+        ':tensorflow:serving:request_count{model_name="mlp",status="UNAVAILABLE"} 7\n'
+        ':tensorflow:serving:request_count{model_name="other",status="OK"} 3\n'
+    )
+    assert ok_count(metrics) == 123
+    assert finished_seconds("finished in 8.00s, 1890.12 req/s, 1MB/s") == 8.0
+    assert finished_seconds("finished in 950.5ms, 10 req/s") == 0.9505
+    assert finished_seconds("nothing") is None
+    log = "1\t200\t1000\n2\t200\t3000\n3\t500\t9000\n4\t200\t2000\n"
+    assert log_p50_ms(log) == 2.0
+    assert log_p50_ms("") is None
+
+
+def test_h2load_command_lines():
+    from pathlib import Path
+
+    from benchmarks.h2load_check import h2load_argv
+
+    grpc = h2load_argv("h2load", "grpc", "http://h:1", Path("b"), ["-D", "8"])
+    assert grpc[:5] == ["h2load", "-D", "8", "-d", "b"]
+    assert "te: trailers" in grpc and "content-type: application/grpc" in grpc
+    assert grpc[-1] == "http://h:1/tensorflow.serving.PredictionService/Predict"
+    assert grpc[grpc.index("-c") + 1] == "1" and grpc[grpc.index("-m") + 1] == "16"
+    rest = h2load_argv("h2load", "rest", "http://h:2", Path("b"), ["-n", "5"])
+    assert "--h1" in rest and rest[rest.index("-c") + 1] == "16"
+    assert rest[-1] == "http://h:2/v1/models/mlp:predict"
+
+
 def test_consistency_counts_runs_whose_pick_every_other_run_ties():
     from benchmarks.decisions import consistent
 

@@ -585,3 +585,98 @@ def test_top_level_numbers_in_messages_use_tf_servings_decimal_writer():
 
 def test_error_bodies_are_json():
     assert json.loads(jt.encode_error('it\'s "bad"\n')) == {"error": 'it\'s "bad"\n'}
+
+
+# -- deep nesting (found by tests/fuzz) -----------------------------------------------------------
+
+
+def nested(depth: int, leaf: str = "1.0", open_: str = "[", close: str = "]") -> str:
+    return open_ * depth + leaf + close * depth
+
+
+@pytest.mark.parametrize("depth", [64, 101, 300, 900])
+def test_rows_nested_deeper_than_numpy_holds_are_a_tensor_parsing_error(depth):
+    """Was 500 'maximum supported dimension for an ndarray is currently 64, found 102'."""
+    error = decode_error('{"instances": [' + nested(depth) + "]}", x=tf.float32)
+    assert (error.code.name, error.message) == ("INVALID_ARGUMENT", "tensor parsing error: x")
+
+
+@pytest.mark.parametrize("depth", [65, 300, 900])
+def test_columns_and_named_rows_nested_too_deep_are_a_tensor_parsing_error(depth):
+    for body in (
+        '{"inputs": ' + nested(depth) + "}",
+        '{"inputs": {"x": ' + nested(depth) + "}}",
+        '{"instances": [{"x": ' + nested(depth - 1) + "}]}",
+    ):
+        error = decode_error(body, x=tf.float32)
+        assert (error.code.name, error.message) == ("INVALID_ARGUMENT", "tensor parsing error: x")
+
+
+def test_numpy_s_64_dimensions_are_still_decoded():
+    assert decode('{"instances": [' + nested(63) + "]}", x=tf.float32).inputs["x"].ndim == 64
+
+
+def test_deep_documents_are_quoted_in_messages_without_recursion_errors():
+    """Was 500 'maximum recursion depth exceeded' while writing the error message."""
+    for body in (
+        '{"instances": ' + nested(900, "1", '{"a": ', "}") + "}",
+        '{"instances": [1.0], "signature_name": ' + nested(900, "1") + "}",
+    ):
+        error = decode_error(body, x=tf.float32)
+        assert error.code.name == "INVALID_ARGUMENT"
+        assert error.message.startswith("JSON Value: {\n")
+
+
+def test_the_iterative_writer_matches_rapidjsons_pretty_layout():
+    value = {"a": [1, {"b": []}, {}], "c": "d", "e": [[True, None]]}
+    assert jt.json_value_to_string(value) == (
+        "{\n"
+        '    "a": [\n'
+        "        1,\n"
+        "        {\n"
+        '            "b": []\n'
+        "        },\n"
+        "        {}\n"
+        "    ],\n"
+        '    "c": "d",\n'
+        '    "e": [\n'
+        "        [\n"
+        "            true,\n"
+        "            null\n"
+        "        ]\n"
+        "    ]\n"
+        "}"
+    )
+
+
+# -- lone surrogates and bytes that are not UTF-8 (found by tests/fuzz) ---------------------------
+
+
+def test_lone_surrogate_escapes_are_quoted_in_errors_as_rapidjson_encodes_them():
+    """Was aiohttp's plain 500: writing the error body raised UnicodeEncodeError."""
+    error = decode_error('[{"\\ud800": null}]', x=tf.float32)
+    body = jt.encode_error(error.message)
+    assert b'\\"\xed\xa0\x80\\": null' in body
+    assert jt.encode_error("\udcff \udc80") == b'{"error": "\xff \x80"}'  # the request's bytes
+
+
+def test_lone_surrogates_in_string_inputs_and_features_become_bytes():
+    """Were 500 'Internal error: ... surrogates not allowed'."""
+    strings = decode('{"instances": ["\\ud800", "\\udfff!"]}', s=tf.string).inputs["s"]
+    assert strings.tolist() == [b"\xed\xa0\x80", b"\xed\xbf\xbf!"]
+    _, request_input = jt.decode_examples_request(b'{"examples": [{"x": "\\udbff"}]}')
+    feature = request_input.example_list.examples[0].features.feature["x"]
+    assert feature.bytes_list.value == [b"\xed\xaf\xbf"]
+
+
+@pytest.mark.parametrize("name", ['"\\ud800"', '"a\\udfffb"', '"\xff"'])
+def test_feature_names_that_are_not_utf8_are_invalid_argument(name):
+    """Were 500 'Internal error': protobuf map keys must be UTF-8."""
+    body = ('{"examples": [{' + name + ": 1}]}").encode("utf-8", "surrogateescape")
+    body = body.replace("\xff".encode(), b"\xff")
+    with pytest.raises(ServingError) as caught:
+        jt.decode_examples_request(body)
+    assert caught.value.code.name == "INVALID_ARGUMENT"
+    assert caught.value.message.startswith("Feature name ")
+    assert caught.value.message.endswith(" is not valid UTF-8")
+    jt.encode_error(caught.value.message)  # and the answer can be written

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from harness.sweep.load_runner import LoadPlan, combine, locust_argv, metric_figures, window_stages
+from harness.sweep.load_runner import (
+    LoadPlan,
+    combine,
+    generator_bound,
+    locust_argv,
+    metric_figures,
+    window_stages,
+)
 from harness.sweep.measure import stage_deltas
 from harness.sweep.telemetry import REQUEST_COUNT, total
+from scenarios.arrivals import ArrivalSpec
 from scenarios.recording import Tally, encode_histogram
 
 
@@ -39,7 +47,13 @@ def test_closed_loop_run_is_a_warmup_stage_then_equal_windows(tmp_path):
 
 
 def test_open_loop_run_carries_the_rate_in_every_stage(tmp_path):
-    p = plan(load_kind="rate", load=750, arrival="constant", processes=2, scrape_urls=("u1", "u2"))
+    p = plan(
+        load_kind="rate",
+        load=750,
+        arrival=ArrivalSpec("constant"),
+        processes=2,
+        scrape_urls=("u1", "u2"),
+    )
     argv = locust_argv(p, tmp_path / "r.json")
     assert p.users == 8  # one arrival stream per 100 requests/s
     assert option(argv, "--stages").split(",")[1] == "1500ms:8:750"
@@ -115,3 +129,46 @@ def test_server_deltas_follow_the_stage_boundaries():
     deltas = stage_deltas(result, replicas=2)
     assert set(deltas) == {0, 1}  # stage 2's end was not read from every replica
     assert [total(d, REQUEST_COUNT) for d in deltas[1]] == [100, 110]
+
+
+# --- generator-bound runs ------------------------------------------------------------------------
+
+
+def run_with(**processes: dict) -> dict:
+    return {"generator": {"processes": processes}}
+
+
+def test_a_run_within_its_generator_cpu_is_not_generator_bound():
+    result = run_with(local={"cpu_percent": 60.0, "runnable_percent": 70.0})
+    assert generator_bound(result, plan(cpus=(1,)), machine_cores=2) is None
+
+
+def test_a_process_near_its_core_is_generator_bound():
+    reason = generator_bound(run_with(local={"cpu_percent": 95.0}), plan(cpus=(1,)), 2)
+    assert reason is not None and reason.startswith("generator-bound: 1 load process(es) used 95%")
+    assert "on CPUs 1" in reason
+
+
+def test_capacity_is_one_core_per_process_and_no_more_than_the_set():
+    # Two processes sharing one core can each use only half of it.
+    two_on_one = run_with(a={"cpu_percent": 47.0}, b={"cpu_percent": 47.0})
+    assert generator_bound(two_on_one, plan(cpus=(1,), processes=2), 2) is not None
+    assert generator_bound(two_on_one, plan(cpus=(0, 1), processes=2), 2) is None
+    # Unpinned: the machine's cores are the set.
+    assert generator_bound(two_on_one, plan(processes=2), machine_cores=2) is None
+    on_one_core = generator_bound(two_on_one, plan(processes=2), machine_cores=1)
+    assert on_one_core is not None and "on 1 CPU(s), unpinned" in on_one_core
+
+
+def test_a_process_runnable_nearly_all_the_time_is_generator_bound():
+    # Little CPU, but queued for it: other processes on its cores took it.
+    result = run_with(local={"cpu_percent": 25.0, "runnable_percent": 98.0})
+    reason = generator_bound(result, plan(cpus=(1,)), 2)
+    assert reason is not None and "runnable 98% of the time" in reason
+    # The master of a distributed run generates no load: its figure does not count.
+    master_only = run_with(master={"cpu_percent": 5.0, "runnable_percent": 99.0})
+    assert generator_bound(master_only, plan(cpus=(1,)), 2) is None
+
+
+def test_no_generator_figures_is_not_a_verdict():
+    assert generator_bound({}, plan(), 2) is None

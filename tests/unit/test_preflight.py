@@ -150,3 +150,82 @@ def test_sweep_that_may_overrun_is_only_warned():
 
 def test_no_refusals_means_raise_refusals_is_silent():
     raise_refusals(findings(spec(server={"batching": {"max_batch_size": [8]}})))
+
+
+# --- placement -----------------------------------------------------------------------------------
+
+
+def placement_findings(s, machine):
+    from harness.plan.placement import plan_placement
+
+    points = expand_matrix(s)
+    replicas = sorted({p.replicas for p in points})
+    choice = s.placement
+    placements = {
+        r: plan_placement(
+            machine,
+            r,
+            mode=choice.mode,
+            servers=choice.servers or (),
+            generator=choice.generator or (),
+        )
+        for r in replicas
+    }
+    placement_codes = {
+        "placement_none",
+        "placement_shared",
+        "placement_cpus",
+        "replicas_share_cores",
+    }
+    return [f for f in check(s, points, placements=placements) if f.code in placement_codes]
+
+
+def test_two_cores_and_two_replicas_warn_that_replicas_share_the_server_core():
+    found = placement_findings(spec(server={"replicas": [1, 2]}), (0, 1))
+    assert [f.code for f in found] == ["replicas_share_cores"]
+    assert "2 replicas on 1 server core(s) (0)" in found[0].message
+
+
+def test_one_core_cannot_separate_servers_and_generator():
+    found = placement_findings(spec(), (0,))
+    assert [f.code for f in found] == ["placement_shared"]
+    assert "0.59-0.69" in found[0].message
+
+
+def test_placement_none_warns_what_sharing_costs():
+    found = placement_findings(spec(placement="none"), (0, 1))
+    assert [f.code for f in found] == ["placement_none"]
+    assert "share all 2 cores" in found[0].message
+
+
+def test_explicit_cpus_outside_the_machine_are_refused():
+    s = spec(placement={"servers": "0-1", "generator": "7"})
+    found = placement_findings(s, (0, 1))
+    assert [f.code for f in found if f.level == "refusal"] == ["placement_cpus"]
+    assert "placement.generator: CPU(s) 7 are not usable here; usable CPUs: 0-1" in str(
+        [f.message for f in found]
+    )
+
+
+def test_enough_cores_give_no_placement_finding():
+    assert placement_findings(spec(server={"replicas": [1, 2]}), range(8)) == []
+
+
+def test_a_busy_machine_is_named_before_the_sweep():
+    from harness.plan.placement import plan_placement
+
+    s = spec()
+    points = expand_matrix(s)
+    auto = {1: plan_placement((0, 1), 1)}
+    busy = [f for f in check(s, points, placements=auto, load_average=11.2)]
+    found = [f for f in busy if f.code == "busy_machine"]
+    assert len(found) == 1 and "load average 11.2 on 2 usable cores" in found[0].message
+    assert "placement auto" in found[0].message
+    none = {1: plan_placement((0, 1), 1, mode="none")}
+    unpinned = [
+        f for f in check(s, points, placements=none, load_average=3) if f.code == "busy_machine"
+    ]
+    assert unpinned and "placement auto" not in unpinned[0].message
+    quiet = check(s, points, placements=auto, load_average=0.4)
+    assert "busy_machine" not in [f.code for f in quiet]
+    assert "busy_machine" not in [f.code for f in check(s, points, load_average=11.2)]

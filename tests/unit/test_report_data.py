@@ -273,3 +273,53 @@ def test_the_html_is_self_contained_and_deterministic(tmp_path):
 def test_not_a_run_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not a batchbench run folder"):
         build_report_data(tmp_path)
+
+
+# --- traffic: arrivals and mixes (a real 4-point sweep: Poisson and gamma CV 4, rows 1 or 4) ---
+
+
+@pytest.fixture(scope="module")
+def traffic() -> dict:
+    return build_report_data(RUNS / "report-traffic")
+
+
+def test_each_traffic_is_its_own_setting_and_heatmap(traffic):
+    labels = sorted(row["label"] for row in traffic["batching"]["rows"])
+    assert labels == [
+        "mbs 16 · 0 ms · 1 replica · Poisson · rows 1:0.7, 4:0.3",
+        "mbs 16 · 0 ms · 1 replica · gamma CV 4 · rows 1:0.7, 4:0.3",
+        "mbs 16 · 2 ms · 1 replica · Poisson · rows 1:0.7, 4:0.3",
+        "mbs 16 · 2 ms · 1 replica · gamma CV 4 · rows 1:0.7, 4:0.3",
+    ]
+    titles = [grid["title"] for grid in traffic["heatmaps"]]
+    assert titles == [
+        "1 replica, Poisson · rows 1:0.7, 4:0.3",
+        "1 replica, gamma CV 4 · rows 1:0.7, 4:0.3",
+    ]
+
+
+def test_padding_waste_and_its_compute_come_from_the_points_telemetry(traffic):
+    files = point_files("report-traffic")
+    key = "mbs16-bt2000-nbt2-meb16-abs4.8.16-r1-grpc-rps200-gamma4-rows1w0.7_4w0.3-rep0"
+    telemetry, metrics = files[key]["telemetry"], files[key]["metrics"]
+    config = "mbs16-bt2000-nbt2-meb16-abs4.8.16-r1-grpc-gamma4-rows1w0.7_4w0.3"
+    row = next(r for r in traffic["batching"]["rows"] if r["config"] == config)
+    assert row["padding_rows"] == telemetry["padding_rows"] > 0
+    assert row["padding_ratio"] == pytest.approx(telemetry["padding_rows"] / telemetry["rows"])
+    compute = telemetry["batches"] * telemetry["compute_time_mean_ms"]
+    spent = compute * telemetry["padding_rows"] / telemetry["rows"]
+    assert row["padding_compute_ms"] == pytest.approx(spent)
+    assert row["padding_compute_ms_per_1k"] == pytest.approx(1000 * spent / metrics["requests"])
+
+
+def test_timelines_of_the_top_configurations_are_in_the_report(traffic):
+    files = point_files("report-traffic")
+    assert traffic["timelines"]
+    for series in traffic["timelines"]:
+        stored = files[series["key"]]["timeline"]
+        assert series["at_s"] == [entry["at_s"] for entry in stored]
+        assert series["latency_p99_ms"] == [entry["latency_p99_ms"] for entry in stored]
+        assert series["warmup"][0] is True
+    html = render_html(traffic)
+    assert html.count('id="timelines"') == 1
+    assert html.count("<svg") >= len(traffic["timelines"]) + 1

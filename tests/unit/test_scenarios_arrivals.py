@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import random
-
+import numpy as np
 import pytest
+from scipy import stats
 
 from scenarios.arrivals import (
-    ArrivalProcess,
+    ArrivalSpec,
+    MmppArrivals,
     Plan,
+    SendSchedule,
     Stage,
     StageError,
+    make_arrivals,
+    mmpp_gap_law,
     parse_duration,
     parse_stages,
     rate_at,
@@ -91,20 +95,84 @@ def test_plan_survives_a_message_and_compares_load_without_version() -> None:
 
 
 def test_constant_arrivals_are_evenly_spaced_after_a_random_phase() -> None:
-    process = ArrivalProcess("constant", random.Random(1))
+    process = make_arrivals(ArrivalSpec("constant"), "1")
     first = process.first_gap(20.0)
     assert 0.0 <= first < 0.05
     assert {process.gap(20.0) for _ in range(5)} == {0.05}
 
 
-def test_poisson_arrivals_have_the_asked_mean_rate() -> None:
-    process = ArrivalProcess("poisson", random.Random(7))
-    gaps = [process.gap(200.0) for _ in range(20000)]
-    assert len(set(gaps)) > 19000  # not evenly spaced
-    assert sum(gaps) / len(gaps) == pytest.approx(1 / 200.0, rel=0.03)
-
-
 def test_zero_rate_means_no_arrival() -> None:
-    assert ArrivalProcess("poisson", random.Random(0)).first_gap(0.0) == float("inf")
-    with pytest.raises(ValueError, match="constant or poisson"):
-        ArrivalProcess("closed", random.Random(0))
+    for kind in ("constant", "poisson", "gamma", "mmpp"):
+        assert make_arrivals(ArrivalSpec(kind), "0").first_gap(0.0) == float("inf")
+    with pytest.raises(ValueError, match="constant, poisson, gamma, mmpp"):
+        ArrivalSpec("closed")
+    with pytest.raises(ValueError, match="cv > 0"):
+        ArrivalSpec("gamma", cv=0)
+
+
+RATE = 200.0
+GAPS = 10_000
+
+
+def _gaps(spec: ArrivalSpec, seed: str, count: int = GAPS) -> np.ndarray:
+    process = make_arrivals(spec, seed)
+    return np.array([process.gap(RATE) for _ in range(count)])
+
+
+@pytest.mark.parametrize("cv", [0.5, 1.0, 2.0, 4.0])
+def test_gamma_gaps_have_the_asked_mean_cv_and_law(cv: float) -> None:
+    gaps = _gaps(ArrivalSpec("gamma", cv=cv), f"gamma-{cv}")
+    assert gaps.mean() == pytest.approx(1 / RATE, rel=0.02)
+    assert gaps.std() / gaps.mean() == pytest.approx(cv, rel=0.05)
+    law = stats.gamma(1 / cv**2, scale=cv**2 / RATE)
+    assert stats.kstest(gaps, law.cdf).pvalue > 0.01
+    # The same test tells a wrong law apart: these gaps are not exponential (unless cv 1).
+    if cv != 1.0:
+        assert stats.kstest(gaps, stats.expon(scale=1 / RATE).cdf).pvalue < 1e-6
+
+
+def test_poisson_gaps_are_exponential() -> None:
+    gaps = _gaps(ArrivalSpec("poisson"), "poisson")
+    assert len(set(gaps.tolist())) > 9_900
+    assert gaps.mean() == pytest.approx(1 / RATE, rel=0.02)
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, rel=0.05)
+    assert stats.kstest(gaps, stats.expon(scale=1 / RATE).cdf).pvalue > 0.01
+
+
+def test_mmpp_gaps_follow_the_two_state_law() -> None:
+    spec = ArrivalSpec("mmpp", burst_ratio=10, base_dwell_s=0.1, burst_dwell_s=0.02)
+    mean, cv, cdf = mmpp_gap_law(spec, RATE)
+    assert mean == pytest.approx(1 / RATE)  # the plan's rate is the mean over both states
+    gaps = _gaps(spec, "mmpp")
+    assert gaps.mean() == pytest.approx(mean, rel=0.02)
+    assert gaps.std() / gaps.mean() == pytest.approx(cv, rel=0.05)
+    # Consecutive MMPP gaps are correlated (a burst's gaps are all short), and the KS test
+    # needs independent samples: every 10th gap of a longer run is close enough to that.
+    spaced = _gaps(spec, "mmpp-ks", 10 * GAPS)[::10]
+    assert stats.kstest(spaced, cdf).pvalue > 0.01
+    assert stats.kstest(spaced, stats.expon(scale=1 / RATE).cdf).pvalue < 1e-6
+
+
+def test_mmpp_processes_seeded_alike_burst_together() -> None:
+    spec = ArrivalSpec("mmpp", base_dwell_s=0.1, burst_dwell_s=0.02)
+    one, two = make_arrivals(spec, "a", "run"), make_arrivals(spec, "b", "run")
+    other_run = make_arrivals(spec, "a", "other run")
+    assert isinstance(one, MmppArrivals) and isinstance(two, MmppArrivals)
+    assert isinstance(other_run, MmppArrivals)
+    assert (one.state, one.left) == (two.state, two.left)
+    timeline = [[p.dwell_draws[s % 2].draw() for s in range(40)] for p in (one, two, other_run)]
+    assert timeline[0] == timeline[1] != timeline[2]
+    assert [one.arrivals.draw() for _ in range(5)] != [two.arrivals.draw() for _ in range(5)]
+
+
+def test_a_send_schedule_is_shared_and_follows_new_plans() -> None:
+    schedule = SendSchedule(make_arrivals(ArrivalSpec("constant"), "0"))
+    assert schedule.claim(10.0) == float("inf")  # no plan yet
+    schedule.follow(1, now=100.0, rate=10.0)
+    first = schedule.claim(10.0)
+    assert 100.0 <= first < 100.1
+    assert schedule.claim(10.0) == pytest.approx(first + 0.1)
+    schedule.follow(1, now=100.0, rate=1000.0)  # same version: nothing changes
+    assert schedule.next_at == pytest.approx(first + 0.2)
+    schedule.follow(2, now=100.0, rate=1000.0)  # a new plan can only bring the next send closer
+    assert schedule.next_at <= 100.001

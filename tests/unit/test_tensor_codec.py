@@ -9,8 +9,10 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from reference_server.tensor_codec import (
+    DEFAULT_MAX_TENSOR_BYTES,
     TensorProtoError,
     ndarray_to_tensor_proto,
+    tensor_budget,
     tensor_proto_to_ndarray,
     write_tensor_proto,
 )
@@ -186,10 +188,25 @@ def reference_dtype() -> tensor_pb2.TensorProto:
     return tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT_REF, float_val=[1.0])
 
 
+def resource_reference_dtype() -> tensor_pb2.TensorProto:
+    """Found by tests/fuzz: DT_RESOURCE_REF was an INTERNAL error ('120') from tf.dtypes."""
+    return tensor_pb2.TensorProto(dtype=types_pb2.DT_RESOURCE_REF)
+
+
 def bad_string_content() -> tensor_pb2.TensorProto:
     proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_content=b"\x05ab")
     proto.tensor_shape.dim.add().size = 1
     return proto
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [v for n, v in types_pb2.DataType.items() if n.endswith("_REF")],
+    ids=[n for n, _ in types_pb2.DataType.items() if n.endswith("_REF")],
+)
+def test_every_reference_dtype_is_refused(dtype: int) -> None:
+    with pytest.raises(TensorProtoError, match="unsupported dtype"):
+        tensor_proto_to_ndarray(shaped(dtype, [1]))
 
 
 @pytest.mark.parametrize(
@@ -202,9 +219,95 @@ def bad_string_content() -> tensor_pb2.TensorProto:
         invalid_dtype,
         unknown_dtype,
         reference_dtype,
+        resource_reference_dtype,
         bad_string_content,
     ],
 )
 def test_malformed_protos_are_rejected(make) -> None:
     with pytest.raises(TensorProtoError):
         tensor_proto_to_ndarray(make())
+
+
+# -- the size bound: a declared shape the request does not pay for -------------------------------
+
+# Every DataType TensorFlow can hold in a tensor (DT_INVALID, references, resources and variants
+# are refused as dtypes already).
+DECODABLE_DTYPES = sorted(
+    value
+    for name, value in types_pb2.DataType.items()
+    if value not in (types_pb2.DT_INVALID, types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT)
+    and not name.endswith("_REF")
+)
+
+
+def shaped(dtype: int, dims: list[int], **fields) -> tensor_pb2.TensorProto:
+    proto = tensor_pb2.TensorProto(dtype=dtype, **fields)
+    for size in dims:
+        proto.tensor_shape.dim.add().size = size
+    return proto
+
+
+@pytest.mark.parametrize("dims", [[10**6, 2**40], [2**40], [2**31, 2]], ids=str)
+@pytest.mark.parametrize("dtype", DECODABLE_DTYPES, ids=types_pb2.DataType.Name)
+def test_huge_declared_shapes_are_refused_for_every_dtype(dtype: int, dims: list[int]) -> None:
+    """Fuzzing found these answered with INTERNAL 'Unable to allocate 1.00 PiB'."""
+    with pytest.raises(TensorProtoError, match="bytes this server decodes per request"):
+        tensor_proto_to_ndarray(shaped(dtype, dims))
+
+
+def test_the_bound_is_checked_before_anything_is_allocated() -> None:
+    import tracemalloc
+
+    proto = shaped(types_pb2.DT_INT64, [2**20 + 1], int64_val=[7])  # 8 MiB + 8 bytes from one value
+    tracemalloc.start()
+    try:
+        with pytest.raises(TensorProtoError):
+            tensor_proto_to_ndarray(proto, max_bytes=8 * 2**20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
+
+
+def test_a_tensor_exactly_at_the_bound_is_decoded() -> None:
+    proto = shaped(types_pb2.DT_FLOAT, [4, 256], float_val=[1.5])
+    assert tensor_proto_to_ndarray(proto, max_bytes=4096).shape == (4, 256)
+    proto.tensor_shape.dim[0].size = 5
+    with pytest.raises(TensorProtoError):
+        tensor_proto_to_ndarray(proto, max_bytes=4096)
+
+
+def test_string_tensors_count_one_pointer_per_element() -> None:
+    proto = shaped(types_pb2.DT_STRING, [1024], string_val=[b"a"])
+    assert tensor_proto_to_ndarray(proto, max_bytes=8 * 1024).shape == (1024,)
+    with pytest.raises(TensorProtoError):
+        tensor_proto_to_ndarray(proto, max_bytes=8 * 1024 - 1)
+
+
+def test_the_bound_follows_max_request_bytes_or_defaults_to_2_gib() -> None:
+    assert tensor_budget(0) == tensor_budget(-1) == DEFAULT_MAX_TENSOR_BYTES == 2**31
+    # The widest honest expansion: a one-byte varint in int64_val becomes 8 bytes.
+    assert tensor_budget(1000) == 8000
+    proto = ndarray_to_tensor_proto(np.zeros(1000, np.int64))
+    assert tensor_proto_to_ndarray(proto, tensor_budget(proto.ByteSize())).shape == (1000,)
+
+
+def test_more_dimensions_than_numpy_holds_are_refused() -> None:
+    """Fuzzing found 65..254 ones (valid for TensorFlow) answered with INTERNAL from numpy."""
+    for dtype in (types_pb2.DT_FLOAT, types_pb2.DT_STRING, types_pb2.DT_QINT8):
+        with pytest.raises(TensorProtoError, match="more than the 64"):
+            tensor_proto_to_ndarray(shaped(dtype, [1] * 65))
+    assert tensor_proto_to_ndarray(shaped(types_pb2.DT_FLOAT, [1] * 64)).ndim == 64
+
+
+def test_a_request_shares_one_budget_across_its_inputs() -> None:
+    from reference_server.errors import ServingError
+    from reference_server.grpc_api import decode_inputs
+    from reference_server.servable import Signature, TensorInfo
+
+    infos = {a: TensorInfo(a, f"{a}:0", tf.float32, None) for a in ("a", "b")}
+    signature = Signature("serving_default", "tensorflow/serving/predict", infos, {})
+    tensors = {a: shaped(types_pb2.DT_FLOAT, [256], float_val=[1.0]) for a in infos}
+    assert len(decode_inputs(signature, tensors, max_bytes=2048)) == 2
+    with pytest.raises(ServingError, match=r"^tensor parsing error: b$"):
+        decode_inputs(signature, tensors, max_bytes=2047)

@@ -1,4 +1,5 @@
-"""Shipped sweep specs: ``default`` (what ``batchbench demo`` runs) and ``ci`` (regression runs).
+"""Shipped sweep specs: ``default`` (what ``batchbench demo`` runs), ``ci`` (regression runs) and
+``bursty`` (bursty arrivals and a rows mix against padding).
 
 Each preset is a YAML file beside this module; ``harness.plan.spec.load_preset(name)`` validates it.
 """
