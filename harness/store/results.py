@@ -312,8 +312,9 @@ def csv_row(result: PointResult) -> dict[str, Any]:
         "enable_batching": batching is not None,
         "load_kind": point.load_kind,
         point.load_kind: point.load,
-        # A failed point's reason, else why it is invalid (e.g. generator-bound).
-        "reason": result.reason or "; ".join(result.invalid_reasons),
+        # A failed point's reason, else why it is invalid (e.g. generator-bound); on one line,
+        # so that results.csv keeps one point per line (a gRPC error's text may span several).
+        "reason": " ".join((result.reason or "; ".join(result.invalid_reasons)).split()),
         "server_cpus": (result.placement or {}).get("servers") or "",
         "generator_cpus": (result.placement or {}).get("generator") or "",
     }

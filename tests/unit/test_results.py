@@ -180,6 +180,15 @@ def test_results_csv_has_one_row_per_point_and_metric_id_columns(store, spec):
     assert not failed["enable_batching"]
 
 
+def test_results_csv_keeps_one_point_per_line_when_a_reason_spans_lines(store, spec):
+    points = expand_matrix(spec)
+    reason = "StatusCode.UNAVAILABLE\n  failed to connect:\n  Connection refused"
+    store.write_point(PointResult.failed(points[0], reason))
+    lines = store.write_csv().read_text().splitlines()
+    assert len(lines) == 2  # the header and the one point
+    assert lines[1].endswith("StatusCode.UNAVAILABLE failed to connect: Connection refused,,")
+
+
 def test_extra_files_are_versioned(store):
     path = store.write_extra("max_rate.json", {"searches": []})
     assert json.loads(path.read_text()) == {"schema_version": SCHEMA_VERSION, "searches": []}
