@@ -34,6 +34,7 @@ from harness.decide.stats import (
     SEED,
     Change,
     bootstrap_change,
+    finite_number,
     paired_change,
     run_spread,
     seed_for,
@@ -80,9 +81,9 @@ class PointSamples:
 
     def samples(self, metric_id: str) -> list[float]:
         """The used windows' values; the point's figure alone when no window has one."""
-        values = [v for v in self.windows.get(metric_id, []) if _finite(v)]
+        values = [v for v in self.windows.get(metric_id, []) if finite_number(v)]
         figure = self.metrics.get(metric_id)
-        return values or ([figure] if figure is not None and _finite(figure) else [])
+        return values or ([figure] if finite_number(figure) else [])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -143,7 +144,7 @@ def samples_from_result(result: PointResult) -> PointSamples:
         if not used:
             continue
         for metric_id, value in (window.get("metrics") or {}).items():
-            if metric_id in METRICS and _finite(value):
+            if metric_id in METRICS and finite_number(value):
                 windows.setdefault(metric_id, []).append(value)
     return PointSamples(
         key=result.key,
@@ -764,10 +765,6 @@ def summary_line(comparison: Comparison) -> str:
 
 
 # --- small helpers -------------------------------------------------------------------------------
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _pct(value: float, *, signed: bool = True) -> str:

@@ -21,7 +21,7 @@ import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -159,7 +159,7 @@ def interval_figures(
     out: dict[str, float | None] = {}
     for metric_id in INTERVAL_METRICS:
         groups = [
-            [float(v) for w in windows if (v := w.get(metric_id)) is not None and _finite(v)]
+            [float(v) for w in windows if finite_number(v := w.get(metric_id))]
             for windows in repeats
         ]
         found = interval(groups, seed=seed_for(name, metric_id, seed))
@@ -168,7 +168,8 @@ def interval_figures(
     return out
 
 
-def _finite(value: Any) -> bool:
+def finite_number(value: object) -> TypeGuard[float]:
+    """A real, finite number (not a bool, None, NaN or infinity): a figure that can be used."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
