@@ -395,14 +395,7 @@ def _add_ab(commands) -> None:
     ab.set_defaults(run=_ab)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="batchbench",
-        description="Benchmark and tune model servers that batch (TensorFlow Serving and "
-        "its reference stand-in).",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_make_model(commands) -> None:
     make_model = commands.add_parser(
         "make-model", help="write a built-in SavedModel (mlp, cnn, transformer, synthetic)"
     )
@@ -419,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     make_model.set_defaults(run=_make_model)
 
+
+def _add_demo(commands) -> None:
     demo = commands.add_parser(
         "demo", help="run the default sweep on the built-in mlp model and write its report"
     )
@@ -426,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_placement_options(demo, "auto")
     demo.set_defaults(run=_demo)
 
+
+def _add_sweep(commands) -> None:
     sweep = commands.add_parser("sweep", help="run a sweep spec; results go to reports/RUN-ID")
     sweep.add_argument("spec", nargs="?", help="the sweep spec (YAML)")
     sweep.add_argument("--preset", help="a shipped spec instead: default, ci or bursty")
@@ -437,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_placement_options(sweep, "the spec's placement, else auto")
     sweep.set_defaults(run=_sweep)
 
+
+def _add_serve(commands) -> None:
     serve = commands.add_parser(
         "serve",
         help="run N reference-server replicas as one service until Ctrl-C",
@@ -455,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Every other argument is a reference-server flag (--model_name=m ...): see main().
     serve.set_defaults(run=_serve, takes_server_flags=True)
 
+
+def _add_report(commands) -> None:
     report = commands.add_parser(
         "report", help="write RUN/report.html (and report.json) from a run folder"
     )
@@ -467,6 +468,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(run=_report)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchbench",
+        description="Benchmark and tune model servers that batch (TensorFlow Serving and "
+        "its reference stand-in).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_make_model(commands)
+    _add_demo(commands)
+    _add_sweep(commands)
+    _add_serve(commands)
+    _add_report(commands)
     _add_gate_commands(commands)
     return parser
 
