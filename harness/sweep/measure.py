@@ -19,7 +19,6 @@ processes.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from harness.decide.stats import interval_figures
 from harness.plan.placement import more_processes
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
-from harness.servers.targets import RunningTarget
+from harness.servers.targets import RunningTarget, machine_cpus
 from harness.store.results import PointResult, timestamp
 from harness.sweep import telemetry
 from harness.sweep.load_runner import (
@@ -172,7 +171,7 @@ def _retry_with_more_processes(
     processes are ``auto`` and the generator's CPU set has cores to spare; else None."""
     if spec.load.fixed_processes is not None or measurement.runs or measurement.set_aside:
         return None
-    reason = generator_bound(result, plan, _usable_cores())
+    reason = generator_bound(result, plan, len(machine_cpus()))
     more = more_processes(target.placement, plan.processes) if target.placement else None
     if reason is None or more is None:
         return None
@@ -200,7 +199,7 @@ def add_run(
     _add_kinds_and_timeline(measurement, result, plan)
     measurement.runs += 1
     measurement.invalid_reasons += [r for r in result.get("invalid_reasons", []) if r]
-    if bound := generator_bound(result, plan, _usable_cores()):
+    if bound := generator_bound(result, plan, len(machine_cpus())):
         measurement.invalid_reasons.append(bound)
     cpu = generator_cpu_percent(result, plan.duration_s)
     if cpu is not None:
@@ -349,7 +348,3 @@ def _failed(point: Point, target: RunningTarget, reason: str, started_at: str) -
     result = PointResult.failed(point, reason, target.log_tail())
     result.started_at, result.finished_at = started_at, timestamp()
     return result
-
-
-def _usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
