@@ -97,11 +97,20 @@ def recommend(
     spec = data.checked_spec()
     slo = dict(default_slo(spec) if slo is None else slo)
     objective = objective or spec.recommend.objective
-    confirmed = data.confirmation is not None and data.searches is None
-    results = data.confirmation if confirmed and data.confirmation is not None else data.results
-    ranked = rank_run(
-        results, data.searches, data.environment, slo, objective, top, confirmed=confirmed
-    )
+    ranked = rank_run(data.results, data.searches, data.environment, slo, objective, top)
+    sentence, why = words.sentence(ranked, len(data.results)), words.reasons(ranked, spec)
+    if data.confirmation is not None and data.searches is None:
+        confirmed = rank_run(
+            data.confirmation, None, data.environment, slo, objective, top, confirmed=True
+        )
+        if confirmed.chosen is not None:
+            ranked = confirmed
+            sentence, why = words.sentence(ranked, len(data.results)), words.reasons(ranked, spec)
+        else:
+            # Rounds that all failed or were unstable confirm nothing, and refute nothing either:
+            # the sweep's pick stands, said to be unconfirmed.
+            sentence += " " + words.unconfirmed_text(confirmed.excluded)
+            why.append(words.unconfirmed_text(confirmed.excluded))
     # A server the sweep did not start (an external target) is not ours to configure.
     deployed = ranked.chosen if spec.target.kind != "external" else None
     return Recommendation(
@@ -110,14 +119,14 @@ def recommend(
         status=ranked.status,
         constraints=ranked.constraints,
         objective=ranked.objective,
-        sentence=words.sentence(ranked, len(data.results)),
+        sentence=sentence,
         chosen=ranked.chosen,
         runners_up=ranked.runners_up,
         ranking=ranked.ranking,
         excluded=ranked.excluded,
         pareto=ranked.pareto,
         baselines={name: _gain_dict(gain) for name, gain in ranked.baselines.items()},
-        why=words.reasons(ranked, spec),
+        why=why,
         margins=ranked.margins,
         batching_text=deploy.batching_text(deployed, ranked.mode, data.run_id)
         if deployed
@@ -126,7 +135,7 @@ def recommend(
         if deployed
         else {},
         decision=ranked.decision,
-        confirmed=confirmed,
+        confirmed=ranked.confirmed,
     )
 
 

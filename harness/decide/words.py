@@ -3,6 +3,8 @@ and the reasons behind a ranking, line by line."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from harness.decide.ranking import (
     P99,
     THROUGHPUT,
@@ -81,6 +83,15 @@ def sentence(rec: Ranked, total_points: int) -> str:
     return (
         f"Use {describe_config(chosen.point)}: {figures}, meeting {slo}{_gains_text(rec)}."
         + decided
+    )
+
+
+def unconfirmed_text(excluded: Sequence[Mapping[str, str]]) -> str:
+    """Why a run's confirmation could not stand in for its sweep (every round left out)."""
+    first = excluded[0]["reason"] if excluded else "no rounds recorded"
+    return (
+        f"Unconfirmed: all {len(excluded)} confirmation round point(s) were left out (first: "
+        f"{first}), so the figures are the sweep's."
     )
 
 

@@ -116,6 +116,21 @@ def test_a_confirmation_decides_paired_by_round():
     assert recommend(unpaired).decision.verdict == "tie"
 
 
+def test_a_confirmation_whose_rounds_were_all_left_out_keeps_the_sweeps_pick_unconfirmed():
+    # A machine busy through every round: each round point judged unstable. That confirms
+    # nothing and refutes nothing, so the sweep's decision stands and says it is unconfirmed.
+    run = load_run(GOLDEN / "decide-confirmed")
+    verdict = {"verdict": "unstable", "reason": "throughput drifted 40% over the windows"}
+    rounds = [replace(r, stability=verdict) for r in run.confirmation]
+    rec = recommend(replace(run, confirmation=rounds))
+    swept = recommend(replace(run, confirmation=None))
+    assert rec.status == "met" and not rec.confirmed
+    assert rec.chosen.key == swept.chosen.key and rec.decision.as_dict() == swept.decision.as_dict()
+    assert rec.sentence.startswith(swept.sentence)
+    assert "Unconfirmed: all 12 confirmation round point(s) were left out" in rec.sentence
+    assert "throughput drifted 40%" in rec.why[-1]
+
+
 def test_what_a_confirmation_measures():
     from harness.sweep.confirm import confirmation_points
 
