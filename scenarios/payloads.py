@@ -104,23 +104,66 @@ def random_array(
 
 
 def load_inputs(path: Path, signature: Signature) -> dict[str, np.ndarray]:
-    """Arrays from .npy (one input), .npz (one array per input) or a TF Serving REST body."""
+    """Arrays from .npy (one input), .npz (one array per input) or a TF Serving REST body;
+    PayloadError naming the file when it cannot be read or does not hold a payload."""
     if not path.is_file():
         raise PayloadError(f"payload file {path} does not exist")
-    suffix = path.suffix.lower()
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise PayloadError(f"payload file {path}: use .npy, .npz or .json (a TF Serving REST body)")
     try:
-        if suffix == ".npy":
-            return _single_input(signature, np.load(path, allow_pickle=False), path)
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                return {name: archive[name] for name in archive.files}
-        if suffix == ".json":
-            return inputs_from_rest_body(json.loads(path.read_text()), signature)
-    except PayloadError:
+        return reader(path, signature)
+    except PayloadError as exc:
+        raise PayloadError(f"payload file {path}: {exc}") from None
+    except (OSError, ValueError, RecursionError) as exc:  # JSON nested past the parser's stack
+        raise PayloadError(
+            f"cannot read payload file {path}: {exc or type(exc).__name__}"
+        ) from None
+
+
+def _read_npy(path: Path, signature: Signature) -> dict[str, np.ndarray]:
+    array = _numpy_file(path)
+    if not isinstance(array, np.ndarray):
+        raise PayloadError("holds an .npz archive; name it .npz")
+    return _single_input(signature, array, "the file")
+
+
+def _read_npz(path: Path, signature: Signature) -> dict[str, np.ndarray]:
+    arrays = _numpy_file(path)
+    if not isinstance(arrays, dict):
+        raise PayloadError("holds one array, not an .npz archive; name it .npy")
+    return arrays
+
+
+def _numpy_file(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+    """An .npy's array or an .npz's arrays (np.load goes by content, not by suffix).
+
+    The bytes may be anything, and numpy's header and archive parsers then raise whatever their
+    own parsers do (EOFError, BadZipFile, tokenize's TokenError, SyntaxError, RuntimeError for
+    an "encrypted" member...): any of it means the file is not a readable numpy file. The file
+    is opened here, not by np.load, which leaves it open when the archive it finds is broken.
+    """
+    try:
+        with path.open("rb") as file:
+            loaded = np.load(file, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                return loaded
+            return {name: loaded[name] for name in loaded.files}  # read while the file is open
+    except OSError:
         raise
-    except (OSError, ValueError) as exc:
-        raise PayloadError(f"cannot read payload file {path}: {exc}") from None
-    raise PayloadError(f"payload file {path}: use .npy, .npz or .json (a TF Serving REST body)")
+    except Exception as exc:
+        raise PayloadError(f"not a readable numpy file ({type(exc).__name__}: {exc})") from None
+
+
+def _read_json(path: Path, signature: Signature) -> dict[str, np.ndarray]:
+    return inputs_from_rest_body(json.loads(path.read_text()), signature)
+
+
+_READERS: dict[str, Callable[[Path, Signature], dict[str, np.ndarray]]] = {
+    ".npy": _read_npy,
+    ".npz": _read_npz,
+    ".json": _read_json,
+}
 
 
 def _single_input(signature: Signature, array: np.ndarray, where: object) -> dict[str, np.ndarray]:
@@ -165,6 +208,8 @@ def _json_array(value: Any) -> np.ndarray:
 
 def _b64_decode(item: Any) -> Any:
     if isinstance(item, dict) and set(item) == {"b64"}:
+        if not isinstance(item["b64"], str):
+            raise PayloadError(f'"b64" holds a base64 string (got {type(item["b64"]).__name__})')
         return base64.b64decode(item["b64"])
     return item
 

@@ -46,6 +46,7 @@ from harness.plan.points import without_repeat
 from harness.store.layout import COMPARE_FILE
 from harness.store.results import PointResult, read_json, timestamp, write_atomically, write_json
 from harness.store.run_folder import load_run
+from harness.store.shapes import BaselineFile, checked
 
 BASELINE_KIND = "batchbench-baseline"
 MARKDOWN_FILE, JUNIT_FILE = "compare.md", "compare-junit.xml"
@@ -170,15 +171,13 @@ def load_side(path: Path | str) -> Side:
     data = read_json(path)
     if data.get("kind") != BASELINE_KIND:
         raise UserError(f"{path} is not a batchbench baseline file (kind is not {BASELINE_KIND!r})")
-    try:
-        runs = [data["points"], *(old["points"] for old in data.get("history") or [])]
-        points = [
-            _samples_from_baseline(key, value, run)
-            for run, found in enumerate(runs)
-            for key, value in found.items()
-        ]
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise UserError(f"{path}: malformed baseline point ({exc})") from None
+    data = checked(BaselineFile, data, path)
+    runs = [data["points"], *(old["points"] for old in data.get("history") or [])]
+    points = [
+        _samples_from_baseline(key, value, run)
+        for run, found in enumerate(runs)
+        for key, value in found.items()
+    ]
     source = data.get("source") or {}
     return Side(
         str(path), "baseline", points, source.get("run_id", ""), source.get("environment") or {}

@@ -190,7 +190,10 @@ def bootstrap_change(
     if b == 0:
         return None
     rng = np.random.default_rng(seed)
-    ratios = resampled_centres(current, rng, draws) / resampled_centres(base, rng, draws) - 1
+    # A replicate whose base windows all drew zeros (a stalled window) has no ratio; it is
+    # left out of the percentiles with the other non-finite ones.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = resampled_centres(current, rng, draws) / resampled_centres(base, rng, draws) - 1
     low, high = _percentiles(ratios, confidence)
     return Change(b, c, c / b - 1, low, high)
 

@@ -453,7 +453,7 @@ def validate_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as exc:
-        _raise_problems(source, [_describe(error) for error in exc.errors()])
+        _raise_problems(source, [describe_error(error) for error in exc.errors()])
     _raise_problems(source, [f"{path}: {message}" for path, message in cross_checks(spec)])
     spec._as_given = copy.deepcopy(raw)
     spec._source = source
@@ -516,7 +516,7 @@ def format_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _describe(error: ErrorDetails) -> str:
+def describe_error(error: ErrorDetails) -> str:
     loc = tuple(error["loc"])
     if error["type"] == "extra_forbidden":
         return _unknown_key(loc)

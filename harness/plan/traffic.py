@@ -52,7 +52,11 @@ def parse_arrival(value: Any) -> ArrivalSpec:
         return value
     if isinstance(value, str):
         value = {"kind": value}
-    if not isinstance(value, Mapping) or value.get("kind") not in ARRIVAL_PARAMS:
+    if (
+        not isinstance(value, Mapping)
+        or not isinstance(value.get("kind"), str)
+        or (value["kind"] not in ARRIVAL_PARAMS)
+    ):
         raise ValueError(f"must be one of {_ARRIVAL_FORMS} (got {value!r})")
     kind = str(value["kind"])
     allowed = ARRIVAL_PARAMS[kind]

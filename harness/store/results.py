@@ -26,6 +26,7 @@ from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
 from harness.store.layout import CSV_FILE, POINTS_DIR, RUN_FILE
 from harness.store.schema import schema_problem
+from harness.store.shapes import PointFile, StoredPoint, checked
 
 SCHEMA_VERSION = 1
 
@@ -135,7 +136,7 @@ def read_json(path: Path) -> dict[str, Any]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise UserError(f"{path} is not valid JSON: {exc}") from None
     check_schema(data, path)
     return data
@@ -223,7 +224,13 @@ class ResultStore:
 
     def planned_points(self) -> list[Point]:
         """The points run.json lists, in run order."""
-        return [Point.from_dict(data) for data in self.run_info()["points"]]
+        points = self.run_info().get("points")
+        if not isinstance(points, list):
+            raise UserError(f"{self.run_file}: points: a list of the planned points is required")
+        try:
+            return [Point.from_dict(checked(StoredPoint, data, self.run_file)) for data in points]
+        except ValueError as exc:  # a traffic description the spec's parser refuses
+            raise UserError(f"{self.run_file}: {exc} (a planned point's traffic)") from None
 
     def write_point(self, result: PointResult) -> Path:
         """Store one point's result atomically as ``points/<key>.json``."""
@@ -260,11 +267,11 @@ class ResultStore:
 
 
 def _point_from(path: Path) -> PointResult:
-    data = read_json(path)
+    data = checked(PointFile, read_json(path), path)
     try:
         return PointResult.from_dict(data)
-    except (KeyError, TypeError) as exc:
-        raise UserError(f"{path} is not a valid point result ({exc})") from None
+    except ValueError as exc:  # a traffic description the spec's parser refuses
+        raise UserError(f"{path}: {exc} (a point's traffic)") from None
 
 
 # --- results.csv ---------------------------------------------------------------------------------

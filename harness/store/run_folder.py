@@ -21,6 +21,7 @@ from harness.plan.points import Point
 from harness.plan.spec import SweepSpec, validate_spec
 from harness.store.layout import CONFIRM_DIR, MAX_RATE_FILE, RUN_FILE
 from harness.store.results import PointResult, ResultStore, read_json
+from harness.store.shapes import MaxRateFile, checked
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,11 @@ def _confirmation(folder: Path) -> list[PointResult] | None:
 
 
 def _searches(path: Path) -> list[dict[str, Any]] | None:
-    return list(read_json(path).get("searches", [])) if path.is_file() else None
+    return (
+        list(checked(MaxRateFile, read_json(path), path).get("searches", []))
+        if path.is_file()
+        else None
+    )
 
 
 def _record(info: dict[str, Any]) -> RunRecord:
