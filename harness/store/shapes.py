@@ -156,5 +156,4 @@ def checked(model: type[BaseModel], data: Any, path: object) -> dict[str, Any]:
     try:
         return model.model_validate(data).model_dump(exclude_unset=True)
     except ValidationError as exc:
-        what = model.__doc__.split("\n")[0] if model.__doc__ else model.__name__
-        raise UserError(f"{path}: {describe_error(exc.errors()[0])} ({what})") from None
+        raise UserError(f"{path}: {describe_error(exc.errors()[0])}") from None
