@@ -352,8 +352,13 @@ def _check_load(options: ScenarioOptions, arrival: str) -> None:
 
 def _check_trace(options: ScenarioOptions, arrival: str) -> None:
     assert options.trace is not None
-    if arrival != "closed" or options.stages:
-        raise OptionError("--trace sets the arrivals itself: leave out --arrival and --stages")
+    if arrival != "closed":
+        raise OptionError("--trace sets the arrivals itself: leave out --arrival")
+    if any(stage.rate_rps is not None for stage in options.stages):
+        raise OptionError(
+            "--trace sets the rate itself: --stages with a trace only split the replay into "
+            "measured windows (DURATION:USERS, no rates)"
+        )
     models = set(options.request_mix().models.values) | options.trace.models()
     if len(models) > 1 and options.model_version is not None:
         raise OptionError("--model-version cannot apply to several models of a trace")

@@ -282,6 +282,7 @@ PARAM_COLUMNS = (
     "load_kind",
     "concurrency",
     "rate",
+    "speed",
 )
 
 
@@ -311,7 +312,7 @@ def csv_row(result: PointResult) -> dict[str, Any]:
         "replicas": point.replicas,
         "enable_batching": batching is not None,
         "load_kind": point.load_kind,
-        point.load_kind: point.load,
+        point.load_axis: point.load,
         # A failed point's reason, else why it is invalid (e.g. generator-bound); on one line,
         # so that results.csv keeps one point per line (a gRPC error's text may span several).
         "reason": " ".join((result.reason or "; ".join(result.invalid_reasons)).split()),

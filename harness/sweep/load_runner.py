@@ -61,17 +61,20 @@ class LoadPlan:
     seed: int = 0
     scrape_urls: tuple[str, ...] = ()  # Prometheus pages read at every stage boundary
     cpus: tuple[int, ...] = ()  # the generator's CPU set; empty: anywhere
+    trace: str | None = None  # a trace replayed at ``load`` times its speed
+    trace_rps: float = 0.0  # the trace's mean request rate at that speed (sizes the users)
 
     @property
     def open_loop(self) -> bool:
-        return self.load_kind == "rate"
+        return self.load_kind != "concurrency"
 
     @property
     def users(self) -> int:
         if not self.open_loop:
             return int(self.load)
+        rate = self.trace_rps if self.trace is not None else self.load
         low, high = STREAMS
-        return max(low, min(high, math.ceil(self.load / RATE_PER_STREAM)))
+        return max(low, min(high, math.ceil(rate / RATE_PER_STREAM)))
 
     @property
     def duration_s(self) -> float:
@@ -80,7 +83,7 @@ class LoadPlan:
 
 def _stage(seconds: float, plan: LoadPlan) -> str:
     text = f"{round(seconds * 1000)}ms:{plan.users}"
-    return f"{text}:{plan.load:g}" if plan.open_loop else text
+    return f"{text}:{plan.load:g}" if plan.load_kind == "rate" else text
 
 
 def locust_argv(plan: LoadPlan, result_file: Path) -> list[str]:
@@ -100,7 +103,10 @@ def locust_argv(plan: LoadPlan, result_file: Path) -> list[str]:
         "--stages", ",".join(stages),
         "--result-file", str(result_file),
     ]  # fmt: skip
-    if plan.open_loop:
+    if plan.trace is not None:
+        # Looping keeps the cadence if the last window ends a little after the pass does.
+        argv += ["--trace", plan.trace, "--trace-speed", f"{plan.load:g}", "--trace-loop", "true"]
+    elif plan.open_loop:
         argv += [*arrival_argv(plan.arrival), "--rate", f"{plan.load:g}"]
     else:
         argv += ["--arrival", "closed"]
