@@ -410,7 +410,8 @@ def _stage_plan(options: ScenarioOptions, index: int, processes: int) -> Plan:
         rate_rps=stage.rate_rps,
         rate_end_rps=stage.rate_end_rps,
         duration_s=stage.duration_s,
-        warmup_s=options.warmup_s,
+        # A warm-up stage is warm-up from start to end (its figures stay empty).
+        warmup_s=stage.duration_s if index < options.warmup_stages else options.warmup_s,
         max_outstanding=options.max_outstanding,
         processes=processes,
     )

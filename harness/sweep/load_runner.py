@@ -104,12 +104,15 @@ def locust_argv(plan: LoadPlan, result_file: Path) -> list[str]:
         "--result-file", str(result_file),
     ]  # fmt: skip
     if plan.trace is not None:
-        # Looping keeps the cadence if the last window ends a little after the pass does.
-        argv += ["--trace", plan.trace, "--trace-speed", f"{plan.load:g}", "--trace-loop", "true"]
+        # One pass: the run ends once it has been sent and answered, even if that is a little
+        # before the last window was due to end (that window is then shorter).
+        argv += ["--trace", plan.trace, "--trace-speed", f"{plan.load:g}", "--trace-loop", "false"]
     elif plan.open_loop:
         argv += [*arrival_argv(plan.arrival), "--rate", f"{plan.load:g}"]
     else:
         argv += ["--arrival", "closed"]
+    if plan.warmup_s > 0:  # the warm-up stage's requests stay out of by_kind and the totals
+        argv += ["--warmup-stages", "1"]
     if plan.length is not None:
         argv += ["--fill-dim", plan.length.scenario_text()]
     if plan.payload:
@@ -171,12 +174,13 @@ def window_stages(result: Mapping[str, Any], plan: LoadPlan) -> list[dict[str, A
     return stages[1:] if plan.warmup_s > 0 else stages
 
 
-def combine(stages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The figures of several windows together: counts added, histograms merged exactly."""
+def combine(stages: Sequence[Mapping[str, Any]], window_s: float | None = None) -> dict[str, Any]:
+    """The figures of several windows together: counts added, histograms merged exactly;
+    over ``window_s`` when the entries share their time (kinds of one run), else the sum."""
     tally = Tally()
     for stage in stages:
         tally.add_message({key: stage[key] for key in _TALLY_KEYS})
-    return figures(tally, sum(stage["window_s"] for stage in stages))
+    return figures(tally, sum(s["window_s"] for s in stages) if window_s is None else window_s)
 
 
 def metric_figures(entry: Mapping[str, Any], offered_rps: float | None) -> dict[str, float | None]:

@@ -250,7 +250,7 @@ def _add_kinds_and_timeline(
 ) -> None:
     for entry in result.get("by_kind", []):
         kind = (entry["model"], entry["rows"], entry["length"], entry.get("payload"))
-        measurement.kinds.setdefault(kind, []).append(dict(entry))
+        measurement.kinds.setdefault(kind, []).append({**entry, "run": measurement.runs})
     seconds = result.get("timeline", [])
     for entry in seconds:
         second = entry["second"]
@@ -279,6 +279,29 @@ def kind_figures(kinds: Mapping[KindKey, Sequence[Mapping[str, Any]]]) -> list[d
                 "rows": rows,
                 "length": length,
                 "payload": payload,
+                "metrics": metric_figures(combined, None),
+                "histogram": combined["histogram"] or None,
+            }
+        )
+    return out
+
+
+def model_figures(kinds: Mapping[KindKey, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Per model, its figures over every measured window of the point (its kinds' entries
+    added up, histograms merged); empty when the point sent to one model only."""
+    by_model: dict[str, list[Mapping[str, Any]]] = {}
+    for (model, *_), entries in kinds.items():
+        by_model.setdefault(model, []).extend(entries)
+    if len(by_model) < 2:
+        return []
+    out = []
+    for model, entries in sorted(by_model.items()):
+        # A model's kinds share each run's measured time: count it once per run.
+        runs = {entry["run"]: entry["window_s"] for entry in entries}
+        combined = combine(entries, sum(runs.values()))
+        out.append(
+            {
+                "model": model,
                 "metrics": metric_figures(combined, None),
                 "histogram": combined["histogram"] or None,
             }
@@ -338,6 +361,7 @@ def point_result(
         invalid_reasons=sorted(set(measurement.invalid_reasons)),
         telemetry={} if server is None else server[0],
         by_kind=kind_figures(measurement.kinds),
+        by_model=model_figures(measurement.kinds),
         timeline=measurement.timeline,
         started_at=started_at,
         finished_at=timestamp(),
