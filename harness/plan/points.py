@@ -95,7 +95,9 @@ def _batching_key(params: BatchingParams, separator: str) -> str:
     """The set fields as key parts, ``mbs32-bt2000``; ``bdefault`` when none is set."""
     set_fields = params.as_dict()
     parts = [
-        f"{field.prefix}{_key_value(field.of(params))}" for field in FIELDS if field.name in set_fields
+        f"{field.prefix}{_key_value(field.of(params))}"
+        for field in FIELDS
+        if field.name in set_fields
     ]
     return separator.join(parts) or "bdefault"
 

@@ -26,7 +26,13 @@ from harness.plan.points import Point, ServerConfig, expand_matrix
 from harness.plan.spec import ModelSpec, SweepSpec
 from harness.plan.strategies import GridStrategy, MaxRateSearch, Strategy
 from harness.report import write_report
-from harness.servers.targets import ModelBase, RunningTarget, placement_for, server_command, start_target
+from harness.servers.targets import (
+    ModelBase,
+    RunningTarget,
+    placement_for,
+    server_command,
+    start_target,
+)
 from harness.store.environment import collect_environment
 from harness.store.results import PointResult, ResultStore, new_run_id, timestamp
 from harness.sweep.measure import measure_point
@@ -142,7 +148,9 @@ def run_sweep(
     trace = preflight.check_trace(spec, points)  # a bad trace stops here, before any folder
     placements = planned_placements(spec, points)
     store = _open_store(spec, points, out, resume, placements)
-    estimate = preflight.estimate_duration(spec, points, trace_s=trace.duration_s if trace else None)
+    estimate = preflight.estimate_duration(
+        spec, points, trace_s=trace.duration_s if trace else None
+    )
     findings = preflight.check(spec, points, estimate, placements, _load_average())
     for finding in findings:
         print(f"pre-flight {finding.level}: {finding.message}", flush=True)
