@@ -45,8 +45,8 @@ class PointResult:
     rows, length, payload: ``{"metrics": {metric ID: value}, "histogram"}``) when the point
     sent more than one, and ``by_model`` those of each model (``{"model", "metrics",
     "histogram"}``) when it sent to several; ``timeline`` one entry per second of each load
-    run (warm-up included: ``run``, ``at_s`` from the first run's start, ``warmup``, and the scenario's
-    ``offered``, ``sent``, ``ok``, ``errors``, ``late``, ``dropped``, ``latency_p50_ms``,
+    run (warm-up included: ``run``, ``at_s`` from the first run's start, ``warmup``, and the
+    scenario's ``offered``, ``sent``, ``ok``, ``errors``, ``late``, ``dropped``, ``latency_p50_ms``,
     ``latency_p99_ms``, ``queue_depth``, ``batch_size_mean``).
     """
 
