@@ -130,7 +130,7 @@ def replay_rows() -> tuple[list[BenchResult], dict[str, Any]]:
         result(
             "replay 1000/s: floor, bare gevent timer loop p99 lag (before, after)",
             max(floors),
-            "(report)",
+            "",
             "ms",
             f"{floors[0]:g} and {floors[1]:g} ms; load average {load_before:.1f} before the "
             f"replay, {load_after:.1f} after",

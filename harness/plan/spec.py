@@ -732,6 +732,8 @@ _SHARED_REQUEST_FIELDS = ("signature", "rows_per_request", "length")
 def _check_hosted(spec: SweepSpec) -> Iterator[Problem]:
     """Several models: distinct names, one request shape, and batching axes of their own
     only where the harness starts the servers."""
+    if len(spec.models) < 2:
+        yield "models", "hosts several models: give two or more (one model goes in model:)"
     first, seen = spec.models[0], set()
     for i, model in enumerate(spec.models):
         if model.served_name in seen:

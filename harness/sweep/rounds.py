@@ -65,7 +65,12 @@ def open_arm(
 
 
 def _arm_model(spec: SweepSpec, arm: Arm, out: Path) -> ModelBase | None:
-    if arm.model_base_path is None and spec.multi_model:
+    if spec.multi_model:
+        if arm.model_base_path is not None:
+            raise UserError(
+                f"arm {arm.name}: a model base path replaces the model of a one-model spec; "
+                "this spec hosts several (models:)"
+            )
         return hosted_bases(spec, out.parent / "models")
     if arm.model_base_path is None:
         return model_base(spec, out.parent / "models")

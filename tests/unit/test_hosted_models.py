@@ -78,6 +78,10 @@ def test_models_list_the_hosted_models_their_weights_and_own_axes():
             "models[0].weight: must be > 0",
         ),
         (
+            {"models": [{"builtin": "mlp", "batching": {"max_batch_size": [4]}}]},
+            "models: hosts several models: give two or more (one model goes in model:)",
+        ),
+        (
             {"models": [{"builtin": "mlp", "size": 2}]},
             "models[0].size: unknown key; valid keys: builtin, base_path, name, options, "
             "signature, rows_per_request, length, payload, weight, batching",
