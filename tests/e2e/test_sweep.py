@@ -302,7 +302,7 @@ def test_a_trace_is_a_load_axis_replayed_once_per_speed(tmp_path, models_dir):
         assert {kind["rows"] for kind in result.by_kind} == {1, 2, 3, 4}
         # The warm-up stage stays out of the kinds' figures as it does out of the point's.
         kinds = sum(kind["metrics"]["requests"] for kind in result.by_kind)
-        assert kinds == result.metrics["requests"]
+        assert kinds == result.metrics["requests"] < sum(s["ok"] for s in result.timeline)
         assert result.stability["reason"].startswith("trace replay: the whole pass")
         assert set(result.stability["windows_used"]) == set(range(len(result.windows)))
     # At 2x the pass takes half as long: fewer windows of the same length.
