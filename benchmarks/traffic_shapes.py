@@ -82,9 +82,21 @@ def locust(host: str, args: list[str], folder: Path) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
+def send_floor() -> dict[str, Any]:
+    """The machine's own floor under the replay: a bare gevent timer loop's lag at the same
+    rate (scenarios.send_floor), in a process of its own."""
+    argv = [sys.executable, "-m", "scenarios.send_floor", "--rate", f"{REPLAY_RATE:g}",
+            "--seconds", f"{REPLAY_SECONDS:g}"]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    floor: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return floor
+
+
 def replay_rows() -> tuple[list[BenchResult], dict[str, Any]]:
     rng = np.random.default_rng(1)
     times = np.cumsum(rng.exponential(1 / REPLAY_RATE, int(REPLAY_RATE * REPLAY_SECONDS)))
+    floor_before = send_floor()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp, noop_server() as server:
         folder = Path(tmp)
         trace = folder / "trace.jsonl"
@@ -100,6 +112,9 @@ def replay_rows() -> tuple[list[BenchResult], dict[str, Any]]:
                 for a, b in (line.split() for line in path.read_text().splitlines())
             ]
         )
+    load_after = os.getloadavg()[0]
+    floor_after = send_floor()
+    floors = [floor_before["lag_ms"]["p99"], floor_after["lag_ms"]["p99"]]
     p99_ms = float(np.percentile(lags, 99) * 1000) if lags.size else None
     cpu = run["generator"]["processes"].get("local", {}).get("cpu_percent")
     rows = [
@@ -112,8 +127,20 @@ def replay_rows() -> tuple[list[BenchResult], dict[str, Any]]:
             f"late {run['total']['late']}, window {run['total']['window_s']} s",
         ),
         result("replay 1000/s: requests sent", float(run["total"]["sent"]), f">= {len(times)}"),
+        result(
+            "replay 1000/s: floor, bare gevent timer loop p99 lag (before, after)",
+            max(floors),
+            "",
+            "ms",
+            f"{floors[0]:g} and {floors[1]:g} ms; load average {load_before:.1f} before the "
+            f"replay, {load_after:.1f} after",
+        ),
     ]
-    details = {"lag_ms": {f"p{q}": float(np.percentile(lags, q) * 1000) for q in (50, 90, 99)}}
+    details = {
+        "lag_ms": {f"p{q}": float(np.percentile(lags, q) * 1000) for q in (50, 90, 99)},
+        "floor": [floor_before, floor_after],
+        "load_average": [load_before, load_after],
+    }
     return rows, details
 
 

@@ -127,6 +127,9 @@ class Plan:
     warmup_s: float
     max_outstanding: int
     processes: int = 1  # load-generating processes (a trace is dealt out among them)
+    # A --warmup-stages stage: warm-up however long it really lasts (a late stage change
+    # must not count its last requests as measured).
+    warmup_stage: bool = False
 
     def user_rate(self, elapsed_s: float) -> float:
         """One user's share of the rate, `elapsed_s` into the stage (0 in a closed loop)."""

@@ -359,7 +359,8 @@ class Run:
         plan = self.plan
         if plan is None:
             return Key(0, warmup=True)
-        return Key(plan.stage, warmup=intended < self.stage_started_at + plan.warmup_s)
+        warmup = plan.warmup_stage or intended < self.stage_started_at + plan.warmup_s
+        return Key(plan.stage, warmup=warmup)
 
     def request_name(self, key: Key) -> str:
         """The name Locust's statistics show: one row per stage, warm-up apart."""
@@ -410,7 +411,9 @@ def _stage_plan(options: ScenarioOptions, index: int, processes: int) -> Plan:
         rate_rps=stage.rate_rps,
         rate_end_rps=stage.rate_end_rps,
         duration_s=stage.duration_s,
-        warmup_s=options.warmup_s,
+        # A warm-up stage is warm-up from start to end (its figures stay empty).
+        warmup_s=stage.duration_s if index < options.warmup_stages else options.warmup_s,
+        warmup_stage=index < options.warmup_stages,
         max_outstanding=options.max_outstanding,
         processes=processes,
     )

@@ -98,6 +98,11 @@ OPTIONS: tuple[tuple[str, Any, str], ...] = (
         "20s:8:100,20s:8:100-400 (run with the StagesShape load shape)",
     ),
     ("warmup", 0.0, "seconds at the start of each stage left out of the figures"),
+    (
+        "warmup-stages",
+        0,
+        "the first N --stages are warm-up as a whole: left out of the figures, by_kind too",
+    ),
     ("result-file", "", "write the run's result JSON here (master or single process)"),
     (
         "raw-latency-dir",
@@ -159,6 +164,7 @@ class ScenarioOptions:
     think_time_s: float
     stages: tuple[Stage, ...]
     warmup_s: float
+    warmup_stages: int
     result_file: str | None
     raw_latency_dir: str | None
     grpc_channels: int
@@ -242,6 +248,7 @@ def read_options(namespace: Any, host: str | None) -> ScenarioOptions:
         think_time_s=_typed(namespace, "think-time", float, 0),
         stages=_stages(_text(namespace, "stages")),
         warmup_s=_typed(namespace, "warmup", float, 0),
+        warmup_stages=_typed(namespace, "warmup-stages", int, 0),
         result_file=_text(namespace, "result-file"),
         raw_latency_dir=_text(namespace, "raw-latency-dir"),
         grpc_channels=_typed(namespace, "grpc-channels", int, 0),
@@ -352,8 +359,13 @@ def _check_load(options: ScenarioOptions, arrival: str) -> None:
 
 def _check_trace(options: ScenarioOptions, arrival: str) -> None:
     assert options.trace is not None
-    if arrival != "closed" or options.stages:
-        raise OptionError("--trace sets the arrivals itself: leave out --arrival and --stages")
+    if arrival != "closed":
+        raise OptionError("--trace sets the arrivals itself: leave out --arrival")
+    if any(stage.rate_rps is not None for stage in options.stages):
+        raise OptionError(
+            "--trace sets the rate itself: --stages with a trace only split the replay into "
+            "measured windows (DURATION:USERS, no rates)"
+        )
     models = set(options.request_mix().models.values) | options.trace.models()
     if len(models) > 1 and options.model_version is not None:
         raise OptionError("--model-version cannot apply to several models of a trace")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,10 +41,12 @@ class TraceEntry:
 
 @dataclass(frozen=True)
 class Trace:
-    """A checked trace: entries in time order, and the length of one pass (for looping)."""
+    """A checked trace: entries in time order, and the length of one pass (for looping).
+    ``lines`` holds each entry's line number in the file (empty: a trace made in code)."""
 
     path: str
     entries: tuple[TraceEntry, ...]
+    lines: tuple[int, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -58,19 +60,34 @@ class Trace:
     def models(self) -> set[str]:
         return {entry.model for entry in self.entries if entry.model is not None}
 
-    def check(self, known_models: Iterable[str] | None, max_rows: int | None) -> None:
-        """TraceError for a model not in `known_models` or rows over `max_rows` (first one)."""
+    def where(self, index: int) -> str:
+        """``day.jsonl:17`` for the entry at ``index`` (``day.jsonl: request 5`` without lines)."""
+        if index < len(self.lines):
+            return f"{self.path}:{self.lines[index]}"
+        return f"{self.path}: request {index + 1}"
+
+    def check(
+        self,
+        known_models: Iterable[str] | None,
+        max_rows: int | None,
+        model_max_rows: Mapping[str, int] | None = None,
+    ) -> None:
+        """TraceError for the first model not in ``known_models`` or rows over the limit:
+        ``model_max_rows`` for a model named there, else ``max_rows`` (also for an entry that
+        leaves its model to the mix)."""
         known = None if known_models is None else set(known_models)
-        for number, entry in enumerate(self.entries, 1):
+        limits = model_max_rows or {}
+        for index, entry in enumerate(self.entries):
             if known is not None and entry.model is not None and entry.model not in known:
                 raise TraceError(
-                    f"{self.path}: request {number}: model {entry.model!r} is not served "
-                    f"(models: {', '.join(sorted(known))})"
+                    f"{self.where(index)}: model {entry.model!r} is not served; valid models: "
+                    f"{', '.join(sorted(known))}"
                 )
-            if max_rows is not None and entry.rows is not None and entry.rows > max_rows:
+            limit = limits.get(entry.model, max_rows) if entry.model else max_rows
+            if limit is not None and entry.rows is not None and entry.rows > limit:
                 raise TraceError(
-                    f"{self.path}: request {number}: rows {entry.rows} is over "
-                    f"max_batch_size {max_rows}"
+                    f"{self.where(index)}: rows {entry.rows} is over max_batch_size {limit} "
+                    f"(the server refuses it); valid rows: 1-{limit}"
                 )
 
 
@@ -82,6 +99,7 @@ def read_trace(path: str | Path) -> Trace:
     except (OSError, UnicodeDecodeError) as exc:
         raise TraceError(f"cannot read trace {path}: {exc}") from None
     entries: list[TraceEntry] = []
+    numbers: list[int] = []
     for number, line in enumerate(lines, 1):
         if line.strip():
             entry = parse_entry(line, f"{path}:{number}", path.parent)
@@ -91,9 +109,10 @@ def read_trace(path: str | Path) -> Trace:
                     f"({entries[-1].t:g}); sort the trace by t"
                 )
             entries.append(entry)
+            numbers.append(number)
     if not entries:
         raise TraceError(f"trace {path} has no requests")
-    return Trace(str(path), tuple(entries))
+    return Trace(str(path), tuple(entries), tuple(numbers))
 
 
 def parse_entry(line: str, where: str, folder: Path) -> TraceEntry:

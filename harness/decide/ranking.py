@@ -168,9 +168,25 @@ def build_candidates(
         members.sort(key=lambda r: r.point.repeat)
         metrics = combine_worst([m.metrics for m in members])
         candidate = Candidate(key, members[0].point, [m.key for m in members], metrics)
-        candidate.misses = slo_misses(metrics, slo)
+        candidate.misses = slo_misses(metrics, slo) | model_misses(members, slo)
         candidates.append(candidate)
     return candidates, excluded
+
+
+def model_misses(members: Sequence[PointResult], slo: Mapping[str, float]) -> dict[str, float]:
+    """A multi-model point's misses model by model (``latency_p99_ms (synthetic)``): each
+    model's requests must meet the SLO's bounds on latency and errors too, or a busy model's
+    requests would hide a slow one's. Bounds on totals (throughput) stay with all requests."""
+    per_request = {m: bound for m, bound in slo.items() if not metric(m).higher_is_better}
+    figures: dict[str, list[Mapping[str, float | None]]] = {}
+    for member in members:
+        for entry in member.by_model:
+            figures.setdefault(entry["model"], []).append(entry["metrics"])
+    misses = {}
+    for model, summaries in sorted(figures.items()):
+        for metric_id, miss in slo_misses(combine_worst(summaries), per_request).items():
+            misses[f"{metric_id} ({model})"] = miss
+    return misses
 
 
 def score_candidates(candidates: Sequence[Candidate], objective: Objective) -> None:

@@ -9,8 +9,9 @@ server the sweep started, the ``batching_parameters.txt`` and command lines to d
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,20 @@ from harness.decide.ranking import (
     Gain,
     Mode,
     Status,
+    combine_worst,
     default_slo,
     rank_run,
 )
 from harness.decide.ties import Decision
-from harness.plan.spec import Objective
-from harness.store.layout import BATCHING_FILE, RECOMMENDATION_FILE
-from harness.store.results import read_json, write_atomically, write_json
+from harness.plan.spec import Objective, SweepSpec
+from harness.store.layout import (
+    BATCHING_FILE,
+    MODEL_CONFIG_FILE,
+    PER_MODEL_BATCHING_FILE,
+    PER_MODEL_DIR,
+    RECOMMENDATION_FILE,
+)
+from harness.store.results import PointResult, read_json, write_atomically, write_json
 from harness.store.run_folder import RunFolder, load_run
 
 
@@ -56,6 +64,9 @@ class Recommendation:
     commands: dict[str, Any]
     decision: Decision | None = None  # ties and margins (harness.decide.ties)
     confirmed: bool = False  # figures from the run's confirmation (RUN/confirm/)
+    # A multi-model sweep: per model, the chosen point's figures (worst repeat) and its
+    # batching_params.pbtxt (None: batching off, or a server the sweep did not start).
+    per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +88,7 @@ class Recommendation:
             "commands": self.commands,
             "decision": self.decision.as_dict() if self.decision else None,
             "confirmed": self.confirmed,
+            "per_model": self.per_model,
         }
 
 
@@ -111,6 +123,7 @@ def recommend(
             # the sweep's pick stands, said to be unconfirmed.
             sentence += " " + words.unconfirmed_text(confirmed.excluded)
             why.append(words.unconfirmed_text(confirmed.excluded))
+    results = data.confirmation if ranked.confirmed and data.confirmation else data.results
     # A server the sweep did not start (an external target) is not ours to configure.
     deployed = ranked.chosen if spec.target.kind != "external" else None
     return Recommendation(
@@ -136,7 +149,35 @@ def recommend(
         else {},
         decision=ranked.decision,
         confirmed=ranked.confirmed,
+        per_model=_per_model(ranked.chosen, deployed, results, spec, data.run_id),
     )
+
+
+def _per_model(
+    chosen: Candidate | None,
+    deployed: Candidate | None,
+    results: Sequence[PointResult],
+    spec: SweepSpec,
+    run_id: str,
+) -> dict[str, dict[str, Any]]:
+    """Per hosted model: the chosen point's figures (worst over its repeats) and, for a
+    server the sweep started, its batching_params.pbtxt. Empty for a one-model sweep."""
+    if chosen is None or not spec.multi_model:
+        return {}
+    keys = set(chosen.point_keys)
+    figures: dict[str, list[dict[str, float | None]]] = {}
+    for result in results:
+        if result.key in keys:
+            for entry in result.by_model:
+                figures.setdefault(entry["model"], []).append(entry["metrics"])
+    texts = deploy.per_model_batching(deployed, spec, run_id) if deployed else {}
+    return {
+        model.served_name: {
+            "metrics": combine_worst(figures.get(model.served_name, [])),
+            "batching_parameters": texts.get(model.served_name),
+        }
+        for model in spec.hosted_models
+    }
 
 
 def write_recommendation(rec: Recommendation, run_dir: Path | str) -> dict[str, Path]:
@@ -149,6 +190,16 @@ def write_recommendation(rec: Recommendation, run_dir: Path | str) -> dict[str, 
     else:
         # A file left from an earlier recommendation would contradict this one.
         batching.unlink(missing_ok=True)
+    # Files left from an earlier recommendation would contradict this one.
+    shutil.rmtree(run_dir / PER_MODEL_DIR, ignore_errors=True)
+    if model_config := rec.commands.get("model_config"):
+        paths["model_config"] = write_atomically(
+            run_dir / PER_MODEL_DIR / MODEL_CONFIG_FILE, model_config
+        )
+    for model, entry in rec.per_model.items():
+        if entry["batching_parameters"] is not None:
+            path = run_dir / PER_MODEL_DIR / model / PER_MODEL_BATCHING_FILE
+            paths[f"batching_params:{model}"] = write_atomically(path, entry["batching_parameters"])
     return paths
 
 

@@ -18,6 +18,7 @@ from harness.decide.ranking import (
 )
 from harness.decide.ties import decision_text
 from harness.metrics import METRICS, metric
+from harness.plan.batching_fields import BatchingParams
 from harness.plan.points import Point, format_number
 from harness.plan.spec import Objective, SweepSpec
 
@@ -50,13 +51,22 @@ def describe_config(point: Point) -> str:
     elif not batching.as_dict():
         params = "batching with TF Serving's default parameters"
     else:
-        params = ", ".join(f"{k}={_value(v)}" for k, v in batching.as_dict().items())
+        params = _params_text(batching)
+    # Models with parameters of their own (a multi-model sweep): ``; for mlp: ...``.
+    own = "".join(f"; for {name}: {_params_text(p)}" for name, p in point.server.own)
     replicas = f"{point.replicas} replica{'s' if point.replicas != 1 else ''}"
-    return f"{params}, {replicas}"
+    return f"{params}{own if batching is not None else ''}, {replicas}"
+
+
+def _params_text(params: BatchingParams) -> str:
+    return ", ".join(f"{k}={_value(v)}" for k, v in params.as_dict().items()) or "defaults"
 
 
 def describe_load(point: Point) -> str:
     protocol = "gRPC" if point.protocol == "grpc" else "REST"
+    if point.load_kind == "trace":
+        trace = point.traffic.label()
+        return f"{trace} replayed at {format_number(point.load)}x speed over {protocol}"
     mix = "" if point.traffic.is_default else f", {point.traffic.label(point.load_kind == 'rate')}"
     if point.load_kind == "concurrency":
         return f"{format_number(point.load)} concurrent {protocol} clients{mix}"
@@ -180,8 +190,12 @@ def _pct(value: float) -> str:
     return "an unmeasured amount" if value == float("inf") else f"{value:.0%}"
 
 
-def _miss_name(metric_id: str) -> str:
-    return metric_id if metric_id not in METRICS else metric(metric_id).header.lower()
+def _miss_name(miss: str) -> str:
+    """A miss's name in words: a metric's header, with its model for a per-model miss."""
+    metric_id, _, model = miss.partition(" (")
+    if metric_id not in METRICS:
+        return miss
+    return metric(metric_id).header.lower() + (f" of {model.rstrip(')')}" if model else "")
 
 
 def _protocol(point: Point) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.plan.batching_fields import AXIS_FIELDS, FIELDS, BatchingParams
-from harness.plan.spec import IncludeRule, LoadKind, SweepSpec
+from harness.plan.spec import LOAD_AXIS, IncludeRule, LoadKind, SweepSpec
 from harness.plan.traffic import Traffic
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.]+$")
@@ -43,40 +43,63 @@ def _key_value(value: Any) -> str:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """What a server is started with: batching parameters (None: batching off) and replicas."""
+    """What a server is started with: batching parameters (None: batching off) and replicas.
+
+    ``own`` holds the parameters of hosted models that have batching axes of their own (a
+    multi-model sweep), by served name; the other models batch by ``batching``.
+    """
 
     batching: BatchingParams | None
     replicas: int = 1
+    own: tuple[tuple[str, BatchingParams], ...] = ()
 
     @property
     def key(self) -> str:
-        """``mbs32-bt2000-r2``; ``nobatch-r1``: batching off; ``bdefault-r1``: all defaults."""
-        return f"{self._batching_key()}-r{self.replicas}"
+        """``mbs32-bt2000-r2``; ``nobatch-r1``: batching off; ``bdefault-r1``: all defaults;
+        a model's own parameters follow the shared ones: ``mbs16-mlp.mbs8.bt0-r1``."""
+        own = "".join(
+            f"-{_key_value(name)}.{_batching_key(params, '.')}" for name, params in self.own
+        )
+        shared = "nobatch" if self.batching is None else _batching_key(self.batching, "-")
+        return f"{shared}{own}-r{self.replicas}"
 
-    def _batching_key(self) -> str:
+    def params_for(self, model: str) -> BatchingParams | None:
+        """The batching parameters ``model`` is served with (None: batching off)."""
         if self.batching is None:
-            return "nobatch"
-        set_fields = self.batching.as_dict()
-        parts = [
-            f"{field.prefix}{_key_value(field.of(self.batching))}"
-            for field in FIELDS
-            if field.name in set_fields
-        ]
-        return "-".join(parts) or "bdefault"
+            return None
+        return dict(self.own).get(model, self.batching)
 
     def as_dict(self) -> dict[str, Any]:
         batching = None if self.batching is None else self.batching.as_dict()
-        return {
+        data: dict[str, Any] = {
             "enable_batching": self.batching is not None,
             "batching": batching,
             "replicas": self.replicas,
         }
+        if self.own:  # files of one-model points stay as they were
+            data["models"] = {name: params.as_dict() for name, params in self.own}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ServerConfig:
         batching = data.get("batching") or {}
         params = BatchingParams.from_dict(batching) if data["enable_batching"] else None
-        return cls(params, data["replicas"])
+        own = tuple(
+            (name, BatchingParams.from_dict(values))
+            for name, values in (data.get("models") or {}).items()
+        )
+        return cls(params, data["replicas"], own)
+
+
+def _batching_key(params: BatchingParams, separator: str) -> str:
+    """The set fields as key parts, ``mbs32-bt2000``; ``bdefault`` when none is set."""
+    set_fields = params.as_dict()
+    parts = [
+        f"{field.prefix}{_key_value(field.of(params))}"
+        for field in FIELDS
+        if field.name in set_fields
+    ]
+    return separator.join(parts) or "bdefault"
 
 
 @dataclass(frozen=True)
@@ -85,7 +108,7 @@ class Point:
 
     server: ServerConfig
     load_kind: LoadKind
-    load: float  # users (closed loop) or requests per second (open loop)
+    load: float  # users (closed loop), requests per second (open loop) or a trace's speed
     protocol: str
     repeat: int = 0
     # How requests arrive and what they carry; the default adds nothing to the keys.
@@ -113,8 +136,14 @@ class Point:
         return f"{self.config_key}{self.traffic.key_suffix}{_repeat_suffix(self.repeat)}"
 
     def _load_key(self) -> str:
-        prefix = "c" if self.load_kind == "concurrency" else "rps"
+        prefix = {"concurrency": "c", "rate": "rps", "trace": "trace"}[self.load_kind]
         return f"{prefix}{format_number(self.load)}"
+
+    @property
+    def load_axis(self) -> str:
+        """The name of the load value in exclude rules and results.csv (``speed`` for a
+        trace)."""
+        return LOAD_AXIS[self.load_kind]
 
     @property
     def batching(self) -> BatchingParams | None:
@@ -133,8 +162,10 @@ class Point:
             "enable_batching": self.batching is not None,
             "replicas": self.replicas,
             "protocol": self.protocol,
-            self.load_kind: self.load,
+            self.load_axis: self.load,
         }
+        if self.load_kind == "rate":
+            out["arrival"] = self.traffic.arrival
         if self.batching is not None:
             out.update(_batching_values(self.batching))
         return out
@@ -193,14 +224,24 @@ def server_configs(spec: SweepSpec) -> list[ServerConfig]:
     configs: list[ServerConfig] = []
     replicas: int
     enabled: bool
+    own_axes = [(m.served_name, m.batching) for m in spec.hosted_models if m.batching is not None]
     for replicas, enabled in itertools.product(server.replicas, server.enable_batching):
         if not enabled:
             configs.append(ServerConfig(None, replicas))
             continue
-        for values in itertools.product(*(getattr(axes, f.name) for f in AXIS_FIELDS)):
-            params = BatchingParams.from_dict(dict(zip(_AXIS_NAMES, values, strict=True)))
-            configs.append(ServerConfig(params, replicas))
+        for shared in _axis_params(axes):
+            for own in itertools.product(*(_axis_params(a) for _, a in own_axes)):
+                named = tuple(zip((name for name, _ in own_axes), own, strict=True))
+                configs.append(ServerConfig(shared, replicas, named))
     return configs
+
+
+def _axis_params(axes: Any) -> list[BatchingParams]:
+    """Every combination of batching axes (``BatchingAxes``), in spec order."""
+    return [
+        BatchingParams.from_dict(dict(zip(_AXIS_NAMES, values, strict=True)))
+        for values in itertools.product(*(getattr(axes, f.name) for f in AXIS_FIELDS))
+    ]
 
 
 def include_config(rule: IncludeRule) -> ServerConfig:

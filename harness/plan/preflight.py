@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from harness.errors import UserError
 from harness.plan.batching_fields import (
@@ -22,6 +22,7 @@ from harness.plan.batching_fields import (
 from harness.plan.placement import Placement, format_cpus
 from harness.plan.points import Point
 from harness.plan.spec import SweepSpec
+from scenarios.trace import Trace, TraceError, read_trace
 
 # Seconds per point outside the windows: replicas start (a TensorFlow import each) and become
 # AVAILABLE, Locust starts, the server stops. A rough figure for a small model on a workstation.
@@ -70,16 +71,24 @@ def _minutes(seconds: float) -> str:
 
 
 def estimate_duration(
-    spec: SweepSpec, points: Sequence[Point], startup_s: float | None = None
+    spec: SweepSpec,
+    points: Sequence[Point],
+    startup_s: float | None = None,
+    trace_s: float | None = None,
 ) -> TimeEstimate:
     """Estimate the wall time of running ``points`` (for find_max_rate: every probe of each).
 
     Each run costs start-up + warm-up + between ``stable_windows`` and ``max_windows`` windows.
     A search needs at least a pass, a fail and the bisection steps, at most ``max_probes``.
     A confirmation adds its rounds of the chosen configuration, up to the tied ones' too.
+    A trace point is start-up and one pass of the trace (``trace_s`` at speed 1) at its speed.
     """
     m = spec.measurement
     startup = STARTUP_S[spec.target.kind] if startup_s is None else startup_s
+    if trace_s is not None and points:
+        speeds = [p.load for p in points]
+        passes = (startup + trace_s / max(speeds), startup + trace_s / min(speeds))
+        return TimeEstimate(len(points), len(points), *passes)
     fixed = startup + m.warmup_s
     runs_min = runs_max = len(points)
     if search := spec.load.find_max_rate:
@@ -314,3 +323,39 @@ def _busy_machine(
             )
         ),
     )
+
+
+# --- the trace of a replay sweep ----------------------------------------------------------------
+
+
+def check_trace(spec: SweepSpec, points: Sequence[Point]) -> Trace | None:
+    """Read ``load.trace`` and check it against the sweep: times in order, every model one the
+    servers host, no request with more rows than a configuration's max_batch_size for its
+    model. UserError with one line naming the file, line, key and valid values otherwise;
+    None for a sweep without a trace. (I/O: it reads the trace.)"""
+    if spec.load.trace is None:
+        return None
+    served = [model.served_name for model in spec.hosted_models]
+    # An external server may host more than the spec names: the scenario asks the server.
+    known = None if spec.target.kind == "external" else served
+    limits = rows_limits(points, served)
+    overall = min(limits.values(), default=None)
+    try:
+        trace = read_trace(spec.load.trace)
+        trace.check(known, overall, limits)
+    except TraceError as exc:
+        raise UserError(f"load.trace: {exc}") from None
+    return trace
+
+
+def rows_limits(points: Sequence[Point], models: Sequence[str]) -> dict[str, int]:
+    """Per model, the most rows a request may have on every batched configuration of
+    ``points`` (its smallest max_batch_size; TF Serving's default when unset)."""
+    limits: dict[str, int] = {}
+    for point in points:
+        for model in models:
+            params = point.server.params_for(model)
+            if params is not None:
+                size = params.max_batch_size or cast(int, MAX_BATCH_SIZE.default)
+                limits[model] = min(limits.get(model, size), size)
+    return limits

@@ -28,6 +28,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     create_model,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 
@@ -36,7 +37,15 @@ from harness.metrics import METRICS
 from harness.models import zoo as model_zoo
 from harness.plan.batching_fields import AXIS_FIELDS, MAX_BATCH_SIZE, BatchingField
 from harness.plan.placement import parse_cpus
-from harness.plan.traffic import ONE_ROW, POISSON, Sizes, Traffic, parse_arrival, parse_sizes
+from harness.plan.traffic import (
+    ONE_ROW,
+    POISSON,
+    Sizes,
+    Traffic,
+    arrival_dict,
+    parse_arrival,
+    parse_sizes,
+)
 from scenarios.arrivals import ArrivalSpec
 
 # --- field types --------------------------------------------------------------------------------
@@ -204,6 +213,19 @@ class BatchingAxes(_with_batching(_Strict, "axis")):  # type: ignore[misc]
     """Each a list of values to sweep; ``null`` keeps the server's default for that field."""
 
 
+class HostedModel(ModelSpec):
+    """One of several models a server hosts (``models:``): the model, its share of the
+    requests, and batching axes of its own (None: the server's shared ``server.batching``)."""
+
+    weight: PosFloat = 1.0
+    batching: BatchingAxes | None = None
+
+    @classmethod
+    def own_fields(cls) -> tuple[str, ...]:
+        """The fields a hosted model has beyond ModelSpec's."""
+        return ("weight", "batching")
+
+
 class ServerSpec(_Strict):
     """Server axes. ``enable_batching: [true, false]`` adds unbatched baseline points."""
 
@@ -234,6 +256,8 @@ class ExcludeRule(_with_batching(_ExcludeHead, "exclude")):  # type: ignore[misc
     protocol: ProtocolName | None = None
     concurrency: PosInt | None = None
     rate: Rate | None = None
+    speed: PosFloat | None = None  # a trace's replay speed
+    arrival: Annotated[ArrivalSpec, PlainValidator(parse_arrival)] | None = None
 
     def given(self) -> dict[str, Any]:
         """The fields the rule constrains (those written in the spec, ``null`` included)."""
@@ -259,18 +283,26 @@ class MaxRateSpec(_Strict):
     min_achieved: Fraction = 0.9
 
 
-# What a point's load is: closed-loop users or an open-loop rate (a max-rate search probes rates).
-LoadKind = Literal["concurrency", "rate"]
+# What a point's load is: closed-loop users, an open-loop rate (a max-rate search probes
+# rates), or a trace replayed at a speed.
+LoadKind = Literal["concurrency", "rate", "trace"]
+# The name a point's load value goes by in exclude rules and results.csv, per load kind.
+LOAD_AXIS: dict[LoadKind, str] = {"concurrency": "concurrency", "rate": "rate", "trace": "speed"}
 
 
 class LoadSpec(_Strict):
-    """Exactly one of: closed-loop users, open-loop rates (req/s), or a max-rate search."""
+    """Exactly one of: closed-loop users, open-loop rates (req/s), a max-rate search, or a
+    trace (a JSON-lines file, scenarios.trace) replayed at each of ``speed``."""
 
     concurrency: (
         Annotated[list[PosInt], BeforeValidator(_as_list), AfterValidator(_distinct)] | None
     ) = None
     rate: Annotated[list[Rate], BeforeValidator(_as_list), AfterValidator(_distinct)] | None = None
     find_max_rate: MaxRateSpec | None = None
+    trace: str | None = None  # the trace file (relative to the working directory)
+    speed: (
+        Annotated[list[PosFloat], BeforeValidator(_as_list), AfterValidator(_distinct)] | None
+    ) = None
     # Open loop only: an axis of arrival processes (poisson | constant | gamma | mmpp).
     arrival: ArrivalAxis = [POISSON]
     # Locust worker processes; auto: one, and one per generator core for a point that came
@@ -284,13 +316,18 @@ class LoadSpec(_Strict):
 
     @property
     def kind(self) -> LoadKind:
+        if self.trace is not None:
+            return "trace"
         return "concurrency" if self.concurrency is not None else "rate"
 
     @property
     def values(self) -> tuple[float, ...]:
-        """The grid's load values (users or req/s); a max-rate search's first probe."""
+        """The grid's load values (users, req/s or trace speeds); a max-rate search's first
+        probe."""
         if self.find_max_rate is not None:
             return (self.find_max_rate.start_rps,)
+        if self.trace is not None:
+            return tuple(self.speed or (1.0,))
         return tuple(self.concurrency or self.rate or ())
 
     @property
@@ -371,6 +408,9 @@ class SweepSpec(_Strict):
     description: str = ""
     target: TargetSpec = TargetSpec()
     model: ModelSpec
+    # Several models on one server (each request goes to one, by weight); ``model`` is then
+    # the first of them (the spec gives one of the two).
+    models: list[HostedModel] = []
     server: ServerSpec = ServerSpec()
     matrix: MatrixSpec = MatrixSpec()
     load: LoadSpec
@@ -386,15 +426,49 @@ class SweepSpec(_Strict):
     _as_given: dict[str, Any] = PrivateAttr(default_factory=dict)
     _source: str = PrivateAttr(default="")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _first_model(cls, data: Any) -> Any:
+        """``models:`` stands for ``model:`` too (its first entry), so code that serves one
+        model reads ``model`` either way."""
+        if not isinstance(data, dict) or "models" not in data:
+            return data
+        if "model" in data:
+            raise ValueError("give model (one model) or models (several), not both")
+        models = data["models"]
+        if not (isinstance(models, list) and models and isinstance(models[0], dict)):
+            return {**data, "model": {}}  # the models field reports what is wrong
+        first = {k: v for k, v in models[0].items() if k not in HostedModel.own_fields()}
+        return {**data, "model": first}
+
+    @property
+    def hosted_models(self) -> tuple[HostedModel, ...]:
+        """Every model the server hosts (one for a ``model:`` spec)."""
+        if self.models:
+            return tuple(self.models)
+        return (HostedModel.model_construct(**dict(self.model), weight=1.0, batching=None),)
+
+    @property
+    def multi_model(self) -> bool:
+        return len(self.models) > 1
+
+    @property
+    def model_mix(self) -> str:
+        """The scenarios' ``--model-name``: ``mlp``, or weights ``mlp:0.7,synthetic:0.3``."""
+        if not self.multi_model:
+            return self.model.served_name
+        return ",".join(f"{m.served_name}:{m.weight:g}" for m in self.models)
+
     @property
     def protocols(self) -> tuple[ProtocolName, ...]:
         return ("grpc", "rest") if self.protocol == "both" else (self.protocol,)
 
     def traffics(self) -> list[Traffic]:
         """Every traffic the sweep sends: one per arrival process, with the model's mix."""
-        model = self.model
+        model, trace = self.model, self.load.trace
         return [
-            Traffic(arrival, model.rows_per_request, model.length) for arrival in self.load.arrivals
+            Traffic(arrival, model.rows_per_request, model.length, trace)
+            for arrival in self.load.arrivals
         ]
 
     @property
@@ -453,7 +527,10 @@ def validate_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as exc:
-        _raise_problems(source, [describe_error(error) for error in exc.errors()])
+        errors = exc.errors()
+        if "models" in raw:  # ``model`` is then a copy of models[0]: its errors are told there
+            errors = [e for e in errors if not e["loc"] or e["loc"][0] != "model"]
+        _raise_problems(source, [describe_error(error) for error in errors])
     _raise_problems(source, [f"{path}: {message}" for path, message in cross_checks(spec)])
     spec._as_given = copy.deepcopy(raw)
     spec._source = source
@@ -613,22 +690,29 @@ def _check_external(spec: SweepSpec) -> Iterator[Problem]:
 
 
 def _check_model(spec: SweepSpec) -> Iterator[Problem]:
-    model = spec.model
+    entries: list[tuple[str, ModelSpec]] = [(f"models[{i}]", m) for i, m in enumerate(spec.models)]
+    for path, model in entries or [("model", spec.model)]:
+        yield from _check_one_model(spec, path, model)
+    if spec.models:
+        yield from _check_hosted(spec)
+
+
+def _check_one_model(spec: SweepSpec, path: str, model: ModelSpec) -> Iterator[Problem]:
     if spec.target.kind == "external":
         if not (model.name or model.builtin):
-            yield "model.name", "kind external needs the served model name"
+            yield f"{path}.name", "kind external needs the served model name"
     elif (model.builtin is None) == (model.base_path is None):
-        yield "model", "give exactly one of builtin (a built-in model) or base_path"
+        yield path, "give exactly one of builtin (a built-in model) or base_path"
     if model.builtin is not None:
-        yield from _check_builtin(model)
+        yield from _check_builtin(path, model)
     elif model.options:
-        yield "model.options", "only for a built-in model"
+        yield f"{path}.options", "only for a built-in model"
 
 
-def _check_builtin(model: ModelSpec) -> Iterator[Problem]:
+def _check_builtin(path: str, model: ModelSpec) -> Iterator[Problem]:
     if model.builtin not in model_zoo.MODEL_NAMES:
         yield (
-            "model.builtin",
+            f"{path}.builtin",
             (
                 f"unknown built-in model {model.builtin!r}; built-in models: "
                 f"{', '.join(model_zoo.MODEL_NAMES)}"
@@ -638,23 +722,52 @@ def _check_builtin(model: ModelSpec) -> Iterator[Problem]:
     try:
         model.resolved_options()
     except ValueError as exc:
-        yield "model.options", str(exc)
+        yield f"{path}.options", str(exc)
+
+
+# What every hosted model's requests share: the scenario draws them independently of the model.
+_SHARED_REQUEST_FIELDS = ("signature", "rows_per_request", "length")
+
+
+def _check_hosted(spec: SweepSpec) -> Iterator[Problem]:
+    """Several models: distinct names, one request shape, and batching axes of their own
+    only where the harness starts the servers."""
+    if len(spec.models) < 2:
+        yield "models", "hosts several models: give two or more (one model goes in model:)"
+    first, seen = spec.models[0], set()
+    for i, model in enumerate(spec.models):
+        if model.served_name in seen:
+            yield f"models[{i}].name", f"{model.served_name!r} is served twice; give each a name"
+        seen.add(model.served_name)
+        for name in _SHARED_REQUEST_FIELDS:
+            if getattr(model, name) != getattr(first, name):
+                yield (
+                    f"models[{i}].{name}",
+                    f"must be the same for every model (models[0] has {getattr(first, name)!r})",
+                )
+        if model.payload is not None and spec.multi_model:
+            yield f"models[{i}].payload", "only with one model (random data fits each model)"
+        if model.batching is not None and spec.target.kind == "external":
+            yield f"models[{i}].batching", "kind external: the harness cannot reconfigure it"
 
 
 def _check_load(spec: SweepSpec) -> Iterator[Problem]:
     load = spec.load
-    given = [k for k in ("concurrency", "rate", "find_max_rate") if getattr(load, k) is not None]
+    kinds = ("concurrency", "rate", "find_max_rate", "trace")
+    given = [k for k in kinds if getattr(load, k) is not None]
     if len(given) != 1:
         yield (
             "load",
             (
-                "give exactly one of concurrency (closed loop), rate (open loop) or find_max_rate"
-                + (f" (got {', '.join(given)})" if given else "")
+                "give exactly one of concurrency (closed loop), rate (open loop), find_max_rate "
+                "or trace (a replay)" + (f" (got {', '.join(given)})" if given else "")
             ),
         )
-    for key in ("concurrency", "rate"):
+    for key in ("concurrency", "rate", "speed"):
         if getattr(load, key) == []:
             yield f"load.{key}", "must have at least 1 item(s)"
+    if load.speed is not None and load.trace is None:
+        yield "load.speed", "the replay speeds of load.trace: only with a trace"
     search = load.find_max_rate
     if search and spec.confirm is not None:
         yield "confirm", "re-measures fixed points: not for load.find_max_rate"
@@ -676,9 +789,14 @@ def _check_traffic(spec: SweepSpec) -> Iterator[Problem]:
             "load.arrival",
             "only for open loop (rate or find_max_rate): closed-loop users send when answered",
         )
+    if load.kind == "trace" and load.arrival != [POISSON]:
+        yield "load.arrival", "not with load.trace: the trace's times are the arrivals"
     largest = spec.model.rows_per_request.largest
     name = MAX_BATCH_SIZE.name
     sizes = [size for size in getattr(spec.server.batching, name) if size is not None]
+    for model in spec.models:
+        own = getattr(model.batching, name, None) or []
+        sizes += [size for size in own if size is not None]
     sizes += [getattr(r, name) for r in spec.matrix.include if getattr(r, name) is not None]
     too_small = sorted({size for size in sizes if size < largest})
     if too_small:
@@ -731,6 +849,8 @@ def _axes(spec: SweepSpec) -> dict[str, list]:
         "protocol": list(spec.protocols),
         "concurrency": spec.load.concurrency or [],
         "rate": spec.load.rate or [],
+        "speed": list(spec.load.values) if spec.load.kind == "trace" else [],
+        "arrival": list(spec.load.arrivals) if spec.load.kind == "rate" else [],
     }
 
 
@@ -742,11 +862,23 @@ def _check_matrix(spec: SweepSpec) -> Iterator[Problem]:
             yield f"matrix.exclude[{i}]", "an empty rule would exclude every point"
         for key, value in rule.given().items():
             if value not in axes[key]:
-                where = "load" if key in ("concurrency", "rate") else "the spec"
+                where = "load" if key in ("concurrency", "rate", "speed", "arrival") else "the spec"
                 yield (
                     f"matrix.exclude[{i}].{key}",
-                    (f"{value!r} is not a value of {key} in {where} ({axes[key]})"),
+                    (
+                        f"{_axis_text(value)} is not a value of {key} in {where} "
+                        f"({_axis_text(axes[key])})"
+                    ),
                 )
+
+
+def _axis_text(value: Any) -> str:
+    """An exclude value or axis as the spec writes it (arrivals as their mappings)."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_axis_text(v) for v in value) + "]"
+    if isinstance(value, ArrivalSpec):
+        return repr(arrival_dict(value))
+    return repr(value)
 
 
 __all__ = [
@@ -754,6 +886,7 @@ __all__ = [
     "ConfirmSpec",
     "Endpoint",
     "ExcludeRule",
+    "HostedModel",
     "IncludeRule",
     "LoadSpec",
     "MatrixSpec",

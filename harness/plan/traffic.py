@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from scenarios.arrivals import OPEN_ARRIVALS, ArrivalSpec
@@ -229,11 +230,13 @@ ONE_ROW = Sizes.fixed(1)
 @dataclass(frozen=True)
 class Traffic:
     """How a point's requests arrive (open loop) and what they carry. ``length`` None: the
-    scenario's default size for -1 dimensions."""
+    scenario's default size for -1 dimensions. ``trace``: the file a trace point replays (its
+    times are the arrivals; rows and lengths it leaves out come from the mix)."""
 
     arrival: ArrivalSpec = field(default=POISSON)
     rows: Sizes = ONE_ROW
     length: Sizes | None = None
+    trace: str | None = None
 
     @property
     def key_suffix(self) -> str:
@@ -248,7 +251,7 @@ class Traffic:
 
     @property
     def is_default(self) -> bool:
-        return self.key_suffix == ""
+        return self.key_suffix == "" and self.trace is None
 
     @property
     def has_mix(self) -> bool:
@@ -257,7 +260,9 @@ class Traffic:
 
     def label(self, open_loop: bool = True) -> str:
         """For people: ``gamma CV 4 · rows 1:0.7, 4:0.3`` (a closed loop has no arrivals)."""
-        parts = [arrival_label(self.arrival)] if open_loop else []
+        parts = [arrival_label(self.arrival)] if open_loop and self.trace is None else []
+        if self.trace is not None:
+            parts.append(f"trace {Path(self.trace).name}")
         if not self.rows.is_fixed:
             parts.append(f"rows {self.rows.label()}")
         if self.length is not None:
@@ -265,11 +270,14 @@ class Traffic:
         return " · ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "arrival": arrival_dict(self.arrival),
             "rows": self.rows.as_spec(),
             "length": None if self.length is None else self.length.as_spec(),
         }
+        if self.trace is not None:
+            data["trace"] = self.trace
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Traffic:
@@ -280,4 +288,5 @@ class Traffic:
             parse_arrival(data.get("arrival") or "poisson"),
             parse_sizes(data.get("rows", 1)),
             None if length is None else parse_sizes(length),
+            data.get("trace"),
         )

@@ -72,6 +72,7 @@ def report_data(
         "latency": _latency(context, top),
         "batching": _batching(context, top),
         "timelines": [series.as_dict() for series in _timelines(context, recommendation, top)],
+        "models": _models(run, recommendation),
         "points": [_point_row(context, result) for result in run.results],
         "max_rate": _max_rate_rows(context),
         "comparison": _comparison(comparison),
@@ -540,7 +541,9 @@ def _heatmap_quantity(context: _Context) -> tuple[str, Any]:
     def at_load(s: Setting) -> float | None:
         return s.metrics.get("throughput_rps") if s.load == top_load else None
 
-    unit = "clients" if context.load_kind == "concurrency" else "req/s offered"
+    unit = {"concurrency": "clients", "trace": "x trace speed"}.get(
+        context.load_kind, "req/s offered"
+    )
     # An all-empty map says nothing; when no point met the SLO, show the trade-off anyway.
     missed = f"no point met the SLO ({bounds}); " if context.slo else ""
     return f"{missed}throughput at {top_load:g} {unit} (req/s)", at_load
@@ -813,6 +816,34 @@ def timeline_series(result: PointResult, label: str, recommended: bool) -> Timel
 
 
 # --- section 6: every point ---------------------------------------------------------------------
+
+
+# --- several models on one server --------------------------------------------------------------
+
+MODEL_METRICS = ("throughput_rps", "latency_p50_ms", "latency_p99_ms", "error_rate")
+
+
+def _models(run: RunFolder, rec: ShownRecommendation) -> dict[str, Any] | None:
+    """A multi-model run's figures per model: the chosen configuration's (with its batching
+    file per model) and every point's; None when the points sent to one model."""
+    rows = [
+        {
+            "key": result.key,
+            "model": entry["model"],
+            "chosen": result.key in rec.point_keys,
+            **{mid: entry["metrics"].get(mid) for mid in MODEL_METRICS},
+        }
+        for result in run.results
+        for entry in result.by_model
+    ]
+    if not rows:
+        return None
+    chosen = [
+        {"model": name, "batching_parameters": entry.get("batching_parameters"),
+         **{mid: (entry.get("metrics") or {}).get(mid) for mid in MODEL_METRICS}}
+        for name, entry in rec.per_model.items()
+    ]  # fmt: skip
+    return {"metrics": list(MODEL_METRICS), "chosen": chosen, "rows": rows}
 
 
 def _point_row(context: _Context, result: PointResult) -> dict[str, Any]:

@@ -293,7 +293,8 @@ def latency_chart(latency: Mapping[str, Any]) -> str | None:
 
 
 def _load_label(load_kind: str) -> str:
-    return "Concurrent clients (users)" if load_kind == "concurrency" else "Offered rate (req/s)"
+    labels = {"concurrency": "Concurrent clients (users)", "trace": "Trace replay speed (x)"}
+    return labels.get(load_kind, "Offered rate (req/s)")
 
 
 def _latency_curves(

@@ -46,6 +46,7 @@ class ShownRecommendation:
     commands: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] | None = None  # ties and margins (recommendation.json's)
     confirmed: bool = False  # the figures come from a confirmation run
+    per_model: dict[str, Any] = field(default_factory=dict)  # model -> figures, batching file
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +94,7 @@ def normalize(raw: Mapping[str, Any], source: str) -> ShownRecommendation:
         commands=raw.get("commands") or {},
         decision=raw.get("decision"),
         confirmed=bool(raw.get("confirmed")),
+        per_model=dict(raw.get("per_model") or {}),
     )
 
 

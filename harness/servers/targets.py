@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from harness.plan.batching_file import write_batching_file
 from harness.plan.placement import CpuSet, Placement, plan_placement
 from harness.plan.points import ServerConfig
 from harness.plan.spec import SweepSpec
+from harness.servers.hosted_models import hosted_flags
 from harness.servers.replicas import PROMETHEUS_PATH, ReplicaSet, start_replicas
 from harness.servers.server_process import REFERENCE_SERVER
 
@@ -91,21 +92,29 @@ def server_command(spec: SweepSpec) -> tuple[str, ...]:
     return (binary,)
 
 
+ModelBase = Path | Mapping[str, Path]  # one model's base path, or each hosted model's
+
+
 def server_flags(
     spec: SweepSpec,
     config: ServerConfig,
-    model_base: Path,
+    model_base: ModelBase,
     folder: Path,
     batching_file: Path | None = None,
 ) -> list[str]:
     """tensorflow_model_server flags for one configuration; its batching file goes in
     ``folder`` (TF Serving's text format, kept in the run folder as a record). A given
     ``batching_file`` is served instead for a configuration with batching on (an A/B arm that
-    differs by its batching file)."""
-    flags = [
-        f"--model_name={spec.model.served_name}",
-        f"--model_base_path={Path(model_base).resolve()}",
-    ]
+    differs by its batching file). Several models (a mapping of base paths) are served through
+    a model config file, with per-model batching files where some have their own parameters."""
+    if isinstance(model_base, Mapping) and len(model_base) > 1:
+        flags = hosted_flags(config, model_base, folder)
+    else:
+        base = next(iter(model_base.values())) if isinstance(model_base, Mapping) else model_base
+        flags = [
+            f"--model_name={spec.model.served_name}",
+            f"--model_base_path={Path(base).resolve()}",
+        ]
     if config.batching is not None:
         path = batching_file or write_batching_file(
             folder / "batching_parameters.txt", config.batching
@@ -118,7 +127,7 @@ def start_target(
     spec: SweepSpec,
     config: ServerConfig,
     *,
-    model_base: Path | None,
+    model_base: ModelBase | None,
     folder: Path,
     command: Sequence[str] = (),
     batching_file: Path | None = None,

@@ -5,7 +5,9 @@ from the points), ``max_rate.json`` (a ``find_max_rate`` sweep's searches),
 ``recommendation.json`` and ``batching_parameters.txt`` (``batchbench recommend``),
 ``compare.json`` (``batchbench compare`` / ``ci``) and ``report.html`` / ``report.json`` /
 ``report.png`` (``batchbench report``), and ``confirm/`` (a confirmation run: a run folder of its
-own, the round as the repeat).
+own, the round as the repeat). A multi-model sweep's recommendation adds
+``per_model/<model>/batching_params.pbtxt`` (TF Serving's per-model batching file, for the
+model's version folder); its servers' folders hold the model config file.
 """
 
 from __future__ import annotations
@@ -21,3 +23,8 @@ REPORT_HTML_FILE = "report.html"
 REPORT_JSON_FILE = "report.json"
 REPORT_PNG_FILE = "report.png"
 CONFIRM_DIR = "confirm"
+PER_MODEL_DIR = "per_model"
+# TF Serving's names: a model's own batching parameters (kBatchingParamsFilename, in its version
+# folder, read with --enable_per_model_batching_parameters) and the --model_config_file we write.
+PER_MODEL_BATCHING_FILE = "batching_params.pbtxt"
+MODEL_CONFIG_FILE = "models.config"

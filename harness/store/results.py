@@ -44,9 +44,10 @@ class PointResult:
     Prometheus metrics said about the measured interval; a failed point keeps its ``reason``
     and the server's ``log_tail``. ``by_kind`` has the figures of each request kind (model,
     rows, length, payload: ``{"metrics": {metric ID: value}, "histogram"}``) when the point
-    sent more than one; ``timeline`` one entry per second of each load run (warm-up
-    included: ``run``, ``at_s`` from the first run's start, ``warmup``, and the scenario's
-    ``offered``, ``sent``, ``ok``, ``errors``, ``late``, ``dropped``, ``latency_p50_ms``,
+    sent more than one, and ``by_model`` those of each model (``{"model", "metrics",
+    "histogram"}``) when it sent to several; ``timeline`` one entry per second of each load
+    run (warm-up included: ``run``, ``at_s`` from the first run's start, ``warmup``, and the
+    scenario's ``offered``, ``sent``, ``ok``, ``errors``, ``late``, ``dropped``, ``latency_p50_ms``,
     ``latency_p99_ms``, ``queue_depth``, ``batch_size_mean``).
     """
 
@@ -62,6 +63,7 @@ class PointResult:
     reason: str | None = None
     log_tail: str | None = None
     by_kind: list[dict[str, Any]] = field(default_factory=list)
+    by_model: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     started_at: str | None = None
     finished_at: str | None = None
@@ -289,6 +291,7 @@ PARAM_COLUMNS = (
     "load_kind",
     "concurrency",
     "rate",
+    "speed",
 )
 
 
@@ -318,7 +321,7 @@ def csv_row(result: PointResult) -> dict[str, Any]:
         "replicas": point.replicas,
         "enable_batching": batching is not None,
         "load_kind": point.load_kind,
-        point.load_kind: point.load,
+        point.load_axis: point.load,
         # A failed point's reason, else why it is invalid (e.g. generator-bound); on one line,
         # so that results.csv keeps one point per line (a gRPC error's text may span several).
         "reason": " ".join((result.reason or "; ".join(result.invalid_reasons)).split()),

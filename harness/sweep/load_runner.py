@@ -61,17 +61,20 @@ class LoadPlan:
     seed: int = 0
     scrape_urls: tuple[str, ...] = ()  # Prometheus pages read at every stage boundary
     cpus: tuple[int, ...] = ()  # the generator's CPU set; empty: anywhere
+    trace: str | None = None  # a trace replayed at ``load`` times its speed
+    trace_rps: float = 0.0  # the trace's mean request rate at that speed (sizes the users)
 
     @property
     def open_loop(self) -> bool:
-        return self.load_kind == "rate"
+        return self.load_kind != "concurrency"
 
     @property
     def users(self) -> int:
         if not self.open_loop:
             return int(self.load)
+        rate = self.trace_rps if self.trace is not None else self.load
         low, high = STREAMS
-        return max(low, min(high, math.ceil(self.load / RATE_PER_STREAM)))
+        return max(low, min(high, math.ceil(rate / RATE_PER_STREAM)))
 
     @property
     def duration_s(self) -> float:
@@ -80,7 +83,7 @@ class LoadPlan:
 
 def _stage(seconds: float, plan: LoadPlan) -> str:
     text = f"{round(seconds * 1000)}ms:{plan.users}"
-    return f"{text}:{plan.load:g}" if plan.open_loop else text
+    return f"{text}:{plan.load:g}" if plan.load_kind == "rate" else text
 
 
 def locust_argv(plan: LoadPlan, result_file: Path) -> list[str]:
@@ -100,10 +103,16 @@ def locust_argv(plan: LoadPlan, result_file: Path) -> list[str]:
         "--stages", ",".join(stages),
         "--result-file", str(result_file),
     ]  # fmt: skip
-    if plan.open_loop:
+    if plan.trace is not None:
+        # One pass: the run ends once it has been sent and answered, even if that is a little
+        # before the last window was due to end (that window is then shorter).
+        argv += ["--trace", plan.trace, "--trace-speed", f"{plan.load:g}", "--trace-loop", "false"]
+    elif plan.open_loop:
         argv += [*arrival_argv(plan.arrival), "--rate", f"{plan.load:g}"]
     else:
         argv += ["--arrival", "closed"]
+    if plan.warmup_s > 0:  # the warm-up stage's requests stay out of by_kind and the totals
+        argv += ["--warmup-stages", "1"]
     if plan.length is not None:
         argv += ["--fill-dim", plan.length.scenario_text()]
     if plan.payload:
@@ -165,12 +174,13 @@ def window_stages(result: Mapping[str, Any], plan: LoadPlan) -> list[dict[str, A
     return stages[1:] if plan.warmup_s > 0 else stages
 
 
-def combine(stages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The figures of several windows together: counts added, histograms merged exactly."""
+def combine(stages: Sequence[Mapping[str, Any]], window_s: float | None = None) -> dict[str, Any]:
+    """The figures of several windows together: counts added, histograms merged exactly;
+    over ``window_s`` when the entries share their time (kinds of one run), else the sum."""
     tally = Tally()
     for stage in stages:
         tally.add_message({key: stage[key] for key in _TALLY_KEYS})
-    return figures(tally, sum(stage["window_s"] for stage in stages))
+    return figures(tally, sum(s["window_s"] for s in stages) if window_s is None else window_s)
 
 
 def metric_figures(entry: Mapping[str, Any], offered_rps: float | None) -> dict[str, float | None]:

@@ -23,10 +23,16 @@ from harness.models.zoo import ensure_model
 from harness.plan import preflight
 from harness.plan.placement import Placement
 from harness.plan.points import Point, ServerConfig, expand_matrix
-from harness.plan.spec import SweepSpec
+from harness.plan.spec import ModelSpec, SweepSpec
 from harness.plan.strategies import GridStrategy, MaxRateSearch, Strategy
 from harness.report import write_report
-from harness.servers.targets import RunningTarget, placement_for, server_command, start_target
+from harness.servers.targets import (
+    ModelBase,
+    RunningTarget,
+    placement_for,
+    server_command,
+    start_target,
+)
 from harness.store.environment import collect_environment
 from harness.store.results import PointResult, ResultStore, new_run_id, timestamp
 from harness.sweep.measure import measure_point
@@ -73,7 +79,7 @@ class Sweep:
     spec: SweepSpec
     store: ResultStore
     progress: SweepProgress
-    model_base: Path | None = None
+    model_base: ModelBase | None = None
     command: tuple[str, ...] = ()
     batching_file: Path | None = None  # served instead of each configuration's own
     running: tuple[tuple[ServerConfig, int], RunningTarget] | None = None
@@ -139,16 +145,20 @@ def run_sweep(
     already there. Returns the run folder. Raises KeyboardInterrupt after saving when stopped.
     """
     points = expand_matrix(spec)
+    trace = preflight.check_trace(spec, points)  # a bad trace stops here, before any folder
     placements = planned_placements(spec, points)
     store = _open_store(spec, points, out, resume, placements)
-    estimate = preflight.estimate_duration(spec, points)
+    estimate = preflight.estimate_duration(
+        spec, points, trace_s=trace.duration_s if trace else None
+    )
     findings = preflight.check(spec, points, estimate, placements, _load_average())
     for finding in findings:
         print(f"pre-flight {finding.level}: {finding.message}", flush=True)
     preflight.raise_refusals(findings)
     models_dir = store.root.parent / "models"
     sweep = Sweep(spec, store, make_progress(len(points), live=live))
-    sweep.model_base = model_base(spec, models_dir)
+    bases = hosted_bases(spec, models_dir) if spec.multi_model else None
+    sweep.model_base = bases or model_base(spec, models_dir)
     if spec.target.kind != "external":
         sweep.command = server_command(spec)
     print(f"run folder: {store.root}\n{len(points)} points, {estimate.describe()}", flush=True)
@@ -254,9 +264,20 @@ def _open_store(
 def model_base(spec: SweepSpec, models_dir: Path) -> Path | None:
     """The SavedModel base path the servers load: the spec's, or a built-in built on first
     use under ``models_dir``; None for an external target."""
-    model = spec.model
     if spec.target.kind == "external":
         return None
+    return _model_path(spec.model, models_dir)
+
+
+def hosted_bases(spec: SweepSpec, models_dir: Path) -> dict[str, Path] | None:
+    """Each hosted model's base path, by served name (built-in ones built on first use);
+    None for an external target."""
+    if spec.target.kind == "external":
+        return None
+    return {model.served_name: _model_path(model, models_dir) for model in spec.hosted_models}
+
+
+def _model_path(model: ModelSpec, models_dir: Path) -> Path:
     if model.base_path:
         base = Path(model.base_path)
         if not base.is_dir():

@@ -18,16 +18,17 @@ processes.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from harness.decide.stats import interval_figures
 from harness.plan.placement import more_processes
 from harness.plan.points import Point
-from harness.plan.spec import SweepSpec
+from harness.plan.spec import MeasurementSpec, SweepSpec
 from harness.servers.targets import RunningTarget, machine_cpus
 from harness.store.results import PointResult, timestamp
 from harness.sweep import telemetry
@@ -41,7 +42,8 @@ from harness.sweep.load_runner import (
     run_locust,
     window_stages,
 )
-from harness.sweep.stability import StabilityVerdict, WindowFigures, judge
+from harness.sweep.stability import StabilityVerdict, WindowFigures, judge, whole_pass
+from scenarios.trace import read_trace
 
 WindowHook = Callable[[int, Mapping[str, Any]], None]
 
@@ -90,10 +92,10 @@ def load_plan(
 ) -> LoadPlan:
     m = spec.measurement
     placement = target.placement
-    return LoadPlan(
+    plan = LoadPlan(
         protocol=point.protocol,
         targets=target.addresses(point.protocol),
-        model_name=spec.model.served_name,
+        model_name=spec.model_mix,
         signature=spec.model.signature,
         rows=point.traffic.rows,
         length=point.traffic.length,
@@ -109,6 +111,35 @@ def load_plan(
         scrape_urls=tuple(target.metrics),
         cpus=placement.generator if placement else (),
     )
+    if point.traffic.trace is None:
+        return plan
+    trace = Path(point.traffic.trace).resolve()
+    duration_s, requests = trace_pass(str(trace))
+    warmup_s, window_s, count = replay_windows(duration_s / point.load, m)
+    return replace(
+        plan,
+        trace=str(trace),
+        trace_rps=requests * point.load / duration_s,
+        warmup_s=warmup_s,
+        window_s=window_s,
+        windows=count,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def trace_pass(path: str) -> tuple[float, int]:
+    """One pass of a trace at speed 1: its length in seconds and its number of requests."""
+    trace = read_trace(path)
+    return trace.duration_s, len(trace.entries)
+
+
+def replay_windows(pass_s: float, m: MeasurementSpec) -> tuple[float, float, int]:
+    """``(warm-up, window length, windows)`` covering one pass of a replay exactly: the
+    spec's warm-up (a quarter of the pass at most), then windows of about ``window_s``."""
+    warmup_s = min(m.warmup_s, pass_s / 4)
+    rest = pass_s - warmup_s
+    count = max(1, round(rest / m.window_s))
+    return warmup_s, rest / count, count
 
 
 def measure_point(
@@ -148,16 +179,24 @@ def measure_point(
         for i in range(before, len(measurement.windows)):
             if on_window:
                 on_window(i, measurement.windows[i].stage)
-        verdict = judge(
-            [w.figures() for w in measurement.windows],
-            tolerance=m.stability_tolerance,
-            stable_windows=m.stable_windows,
-            max_windows=m.max_windows,
-            min_requests=m.min_requests,
-        )
+        verdict = _verdict(point, measurement, m)
     measured = point_result(point, measurement, verdict, started_at)
     measured.placement = _placement_record(target, measurement)
     return measured
+
+
+def _verdict(point: Point, measurement: Measurement, m: MeasurementSpec) -> StabilityVerdict:
+    """A replay is judged on its whole pass; other points by the stability rule."""
+    figures = [w.figures() for w in measurement.windows]
+    if point.load_kind == "trace":
+        return whole_pass(figures, min_requests=m.min_requests)
+    return judge(
+        figures,
+        tolerance=m.stability_tolerance,
+        stable_windows=m.stable_windows,
+        max_windows=m.max_windows,
+        min_requests=m.min_requests,
+    )
 
 
 def _retry_with_more_processes(
@@ -211,7 +250,7 @@ def _add_kinds_and_timeline(
 ) -> None:
     for entry in result.get("by_kind", []):
         kind = (entry["model"], entry["rows"], entry["length"], entry.get("payload"))
-        measurement.kinds.setdefault(kind, []).append(dict(entry))
+        measurement.kinds.setdefault(kind, []).append({**entry, "run": measurement.runs})
     seconds = result.get("timeline", [])
     for entry in seconds:
         second = entry["second"]
@@ -240,6 +279,29 @@ def kind_figures(kinds: Mapping[KindKey, Sequence[Mapping[str, Any]]]) -> list[d
                 "rows": rows,
                 "length": length,
                 "payload": payload,
+                "metrics": metric_figures(combined, None),
+                "histogram": combined["histogram"] or None,
+            }
+        )
+    return out
+
+
+def model_figures(kinds: Mapping[KindKey, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Per model, its figures over every measured window of the point (its kinds' entries
+    added up, histograms merged); empty when the point sent to one model only."""
+    by_model: dict[str, list[Mapping[str, Any]]] = {}
+    for (model, *_), entries in kinds.items():
+        by_model.setdefault(model, []).extend(entries)
+    if len(by_model) < 2:
+        return []
+    out = []
+    for model, entries in sorted(by_model.items()):
+        # A model's kinds share each run's measured time: count it once per run.
+        runs = {entry["run"]: entry["window_s"] for entry in entries}
+        combined = combine(entries, sum(runs.values()))
+        out.append(
+            {
+                "model": model,
                 "metrics": metric_figures(combined, None),
                 "histogram": combined["histogram"] or None,
             }
@@ -299,6 +361,7 @@ def point_result(
         invalid_reasons=sorted(set(measurement.invalid_reasons)),
         telemetry={} if server is None else server[0],
         by_kind=kind_figures(measurement.kinds),
+        by_model=model_figures(measurement.kinds),
         timeline=measurement.timeline,
         started_at=started_at,
         finished_at=timestamp(),

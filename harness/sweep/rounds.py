@@ -18,10 +18,10 @@ from harness.errors import UserError
 from harness.plan.points import Point, expand_matrix
 from harness.plan.rounds import Arm, Step
 from harness.plan.spec import SweepSpec
-from harness.servers.targets import server_command
+from harness.servers.targets import ModelBase, server_command
 from harness.store.environment import collect_environment
 from harness.store.results import PointResult, ResultStore
-from harness.sweep.loop import Interrupt, Sweep, finish_run, model_base
+from harness.sweep.loop import Interrupt, Sweep, finish_run, hosted_bases, model_base
 from harness.sweep.progress import SweepProgress, make_progress
 
 PLAN_FILE = "rounds.json"
@@ -64,7 +64,14 @@ def open_arm(
     return ArmRun(arm, sweep)
 
 
-def _arm_model(spec: SweepSpec, arm: Arm, out: Path) -> Path | None:
+def _arm_model(spec: SweepSpec, arm: Arm, out: Path) -> ModelBase | None:
+    if spec.multi_model:
+        if arm.model_base_path is not None:
+            raise UserError(
+                f"arm {arm.name}: a model base path replaces the model of a one-model spec; "
+                "this spec hosts several (models:)"
+            )
+        return hosted_bases(spec, out.parent / "models")
     if arm.model_base_path is None:
         return model_base(spec, out.parent / "models")
     if not Path(arm.model_base_path).is_dir():

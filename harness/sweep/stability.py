@@ -96,6 +96,24 @@ def judge(
     return StabilityVerdict(verdict, used, tput, p99, requests, reason)
 
 
+def whole_pass(windows: Sequence[WindowFigures], *, min_requests: int = 0) -> StabilityVerdict:
+    """The verdict on a trace replay: the figures are those of the whole pass (every window).
+
+    A trace is a fixed workload, bursts included, so windows that differ are what it is made
+    of, not noise that more windows would average out; only a pass with too few requests
+    does not count.
+    """
+    used = tuple(range(len(windows)))
+    tput = spread([w.throughput_rps for w in windows])
+    p99 = spread([w.latency_p99_ms for w in windows])
+    requests = _total_requests(windows)
+    if not windows or (requests is not None and requests < min_requests):
+        reason = f"{requests or 0} requests < min_requests {min_requests} in the trace's pass"
+        return StabilityVerdict("unstable", used, tput, p99, requests, reason)
+    reason = f"trace replay: the whole pass ({len(windows)} windows)"
+    return StabilityVerdict("stable", used, tput, p99, requests, reason)
+
+
 def _problem(
     count: int,
     needed: int,

@@ -270,3 +270,154 @@ def test_bursty_preset_in_small_sends_its_mix_and_keeps_kinds_timelines_and_padd
     assert all(row["padding_compute_ms"] > 0 for row in report["batching"]["rows"])
     html = (run / "report.html").read_text()
     assert 'id="timelines"' in html and "Padded rows" in html
+
+
+def write_trace(path: Path, lines: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_a_trace_is_a_load_axis_replayed_once_per_speed(tmp_path, models_dir):
+    """``load: {trace: FILE, speed: [...]}``: each point replays the whole trace once at its
+    speed (every request sent, none twice), keyed by the speed, judged on the whole pass, and
+    the CSV and the report name the speed."""
+    trace = write_trace(
+        tmp_path / "day.jsonl",
+        [{"t": round(i / 60, 4), "rows": 1 + i % 4} for i in range(120)],  # 2 s at 60/s
+    )
+    spec = write_spec(
+        tmp_path,
+        model={"base_path": str(ensure_model(models_dir, "mlp")), "name": "mlp"},
+        server={"batching": {"max_batch_size": [8], "batch_timeout_micros": [1000]}},
+        load={"trace": str(trace), "speed": [1, 2]},
+        measurement={**WINDOWS, "warmup_s": 0.25, "window_s": 0.5, "min_requests": 10},
+    )
+    run = tmp_path / "run"
+    completed = run_sweep(spec, run)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    points = points_by_key(run)
+    assert set(points) == {f"mbs8-bt1000-r1-grpc-trace{s}-rep0" for s in (1, 2)}
+    for result in points.values():
+        assert result.status == "ok" and result.point.load_kind == "trace"
+        assert result.point.traffic.trace == str(trace)
+        assert sum(second["sent"] for second in result.timeline) == 120  # one pass
+        assert {kind["rows"] for kind in result.by_kind} == {1, 2, 3, 4}
+        # The warm-up stage stays out of the kinds' figures as it does out of the point's.
+        kinds = sum(kind["metrics"]["requests"] for kind in result.by_kind)
+        assert kinds == result.metrics["requests"] < sum(s["ok"] for s in result.timeline)
+        assert result.stability["reason"].startswith("trace replay: the whole pass")
+        assert set(result.stability["windows_used"]) == set(range(len(result.windows)))
+    # At 2x the pass takes half as long: fewer windows of the same length.
+    assert len(points["mbs8-bt1000-r1-grpc-trace2-rep0"].windows) < len(
+        points["mbs8-bt1000-r1-grpc-trace1-rep0"].windows
+    )
+    rows = (run / "results.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert sorted(row.split(",")[header.index("speed")] for row in rows[1:]) == ["1.0", "2.0"]
+    assert "Trace replay speed" in (run / "report.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            [{"t": 0.5}, {"t": 0.2}],
+            "day.jsonl:2: t 0.2 is earlier than the line before (0.5); sort the trace by t",
+        ),
+        (
+            [{"t": 0.0, "model": "mlp"}, {"t": 0.1, "model": "resnet"}],
+            "day.jsonl:2: model 'resnet' is not served; valid models: mlp",
+        ),
+        (
+            [{"t": 0.0, "rows": 4}, {"t": 0.1, "rows": 16}],
+            "day.jsonl:2: rows 16 is over max_batch_size 8 (the server refuses it); "
+            "valid rows: 1-8",
+        ),
+    ],
+)
+def test_a_bad_trace_is_refused_before_anything_runs(tmp_path, lines, message):
+    """Unsorted times, a model the servers do not host and rows over a configuration's
+    max_batch_size: one line naming the file, line, key and valid values; no server started,
+    no run folder made."""
+    trace = write_trace(tmp_path / "day.jsonl", lines)
+    spec = write_spec(
+        tmp_path,
+        model={"builtin": "mlp"},
+        server={"batching": {"max_batch_size": [8, 32]}},
+        load={"trace": str(trace), "speed": [1]},
+    )
+    run = tmp_path / "run"
+    completed = run_sweep(spec, run)
+    assert completed.returncode != 0
+    errors = [line for line in completed.stderr.splitlines() if "day.jsonl" in line]
+    assert errors == [f"batchbench: error: load.trace: {trace.parent}/{message}"]
+    assert not run.exists()
+    assert "Traceback" not in completed.stderr
+
+
+def test_a_multi_model_sweep_serves_each_model_by_its_own_batching(tmp_path, models_dir):
+    """Two models on one server, one with batching axes of its own and one on the shared
+    axes: each configuration serves them through a model config file with a
+    batching_params.pbtxt per model (TF Serving's per-model layout), the traffic follows the
+    weights, each point keeps each model's figures, and the recommendation is a batching file
+    per model with its figures."""
+    mlp = str(ensure_model(models_dir, "mlp"))
+    synthetic = str(ensure_model(models_dir, "synthetic"))
+    spec = write_spec(
+        tmp_path,
+        models=[
+            {
+                "base_path": mlp,
+                "name": "mlp",
+                "weight": 3,
+                "batching": {"max_batch_size": [4, 8], "batch_timeout_micros": [500]},
+            },
+            {"base_path": synthetic, "name": "synthetic", "weight": 1},
+        ],
+        server={"batching": {"max_batch_size": [2], "batch_timeout_micros": [3000]}},
+        load={"concurrency": [4]},
+        measurement={**WINDOWS, "stable_windows": 2, "max_windows": 2, "stability_tolerance": 1},
+    )
+    run = tmp_path / "run"
+    completed = run_sweep(spec, run)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    points = points_by_key(run)
+    configs = {f"mbs2-bt3000-mlp.mbs{size}.bt500-r1" for size in (4, 8)}
+    assert set(points) == {f"{config}-grpc-c4-rep0" for config in configs}
+    for config in configs:
+        folder = run / "servers" / config
+        files = {
+            model: (folder / "models" / model / "1" / "batching_params.pbtxt").read_text()
+            for model in ("mlp", "synthetic")
+        }
+        size = config.split("mlp.mbs")[1].split(".")[0]
+        assert (
+            files["mlp"]
+            == f"max_batch_size {{ value: {size} }}\nbatch_timeout_micros {{ value: 500 }}\n"
+        )
+        assert (
+            files["synthetic"]
+            == "max_batch_size { value: 2 }\nbatch_timeout_micros { value: 3000 }\n"
+        )
+    for result in points.values():
+        assert result.status == "ok"
+        requests = {entry["model"]: entry["metrics"]["requests"] for entry in result.by_model}
+        assert set(requests) == {"mlp", "synthetic"} and all(requests.values())
+        assert sum(requests.values()) == pytest.approx(result.metrics["requests"], abs=8)
+    completed = subprocess.run(
+        [sys.executable, "-m", "harness", "recommend", str(run)],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    rec = json.loads((run / "recommendation.json").read_text())
+    if rec["chosen"] is not None:  # a loaded machine may leave every point out
+        chosen = rec["chosen"]["config_key"]
+        assert set(rec["per_model"]) == {"mlp", "synthetic"}
+        for model in ("mlp", "synthetic"):
+            written = (run / "per_model" / model / "batching_params.pbtxt").read_text()
+            served = run / "servers" / chosen / "models" / model / "1" / "batching_params.pbtxt"
+            assert written.endswith(served.read_text())
+            assert rec["per_model"][model]["metrics"]["throughput_rps"] > 0
+        assert "--enable_per_model_batching_parameters=true" in rec["commands"]["reference_server"]
+    html = (run / "report.html").read_text()
+    assert 'id="models"' in html

@@ -73,6 +73,8 @@ def test_spec_models_carry_the_axis_fields_in_table_order():
         "protocol",
         "concurrency",
         "rate",
+        "speed",
+        "arrival",
     ]
 
 
@@ -101,6 +103,7 @@ def test_csv_parameter_columns_are_unchanged():
         "load_kind",
         "concurrency",
         "rate",
+        "speed",
     )
 
 

@@ -89,3 +89,17 @@ def test_target_forms() -> None:
         grpc_target("http://h:8501", None)
     with pytest.raises(OptionError, match="use http://HOST:PORT"):
         rest_target("grpc://h:8500")
+
+
+def test_a_trace_takes_stages_without_rates_as_its_windows(tmp_path) -> None:
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"t": 0}\n{"t": 1}\n')
+    options = read_options(
+        parse("--trace", str(trace), "--stages", "1s:4,2s:4", "--warmup-stages", "1"), "h:1"
+    )
+    assert options.arrival == "trace" and options.stages == (Stage(1.0, 4), Stage(2.0, 4))
+    assert options.warmup_stages == 1
+    with pytest.raises(OptionError, match="--stages with a trace only split the replay"):
+        read_options(parse("--trace", str(trace), "--stages", "1s:4:100"), "h:1")
+    with pytest.raises(OptionError, match="leave out --arrival"):
+        read_options(parse("--trace", str(trace), "--arrival", "poisson", "--rate", "5"), "h:1")

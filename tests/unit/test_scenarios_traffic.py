@@ -130,10 +130,18 @@ def test_bad_traces_get_one_line_naming_file_and_line(
 def test_a_trace_is_checked_against_models_and_max_batch_size(tmp_path: Path) -> None:
     trace = read_trace(_trace(tmp_path, '{"t": 0, "model": "mlp", "rows": 8}', '{"t": 1}'))
     trace.check({"mlp"}, 8)
-    with pytest.raises(TraceError, match="request 1: model 'mlp' is not served"):
+    with pytest.raises(
+        TraceError, match=r"t\.jsonl:1: model 'mlp' is not served; valid models: half_plus_two"
+    ):
         trace.check({"half_plus_two"}, None)
-    with pytest.raises(TraceError, match="request 1: rows 8 is over max_batch_size 4"):
+    with pytest.raises(
+        TraceError, match=r"t\.jsonl:1: rows 8 is over max_batch_size 4 .*; valid rows: 1-4"
+    ):
         trace.check(None, 4)
+    # A model's own limit applies to its requests; the overall one to requests left to the mix.
+    trace.check(None, 4, {"mlp": 8})
+    with pytest.raises(TraceError, match=r"t\.jsonl:1: rows 8 is over max_batch_size 6"):
+        trace.check(None, 16, {"mlp": 6})
 
 
 def test_a_schedule_deals_the_trace_out_and_loops() -> None:

@@ -129,8 +129,8 @@ def test_spec_objects_are_frozen():
         (spec_with(load={"concurrency": [0]}), "load.concurrency[0]: must be > 0 (got 0)"),
         (
             spec_with(load={"concurrency": [4], "rate": [10]}),
-            "load: give exactly one of concurrency (closed loop), rate (open loop) or "
-            "find_max_rate",
+            "load: give exactly one of concurrency (closed loop), rate (open loop), "
+            "find_max_rate or trace",
         ),
         (
             spec_with(load={"find_max_rate": {"slo": {}}}),

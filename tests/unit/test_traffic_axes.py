@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from harness.errors import UserError
 from harness.plan.points import Point, ServerConfig, expand_matrix
-from harness.plan.spec import validate_spec
+from harness.plan.spec import MeasurementSpec, validate_spec
 from harness.plan.traffic import Sizes, Traffic, arrival_argv, parse_arrival, parse_sizes
+from harness.servers.targets import RunningTarget
 from harness.sweep.load_runner import LoadPlan, locust_argv
-from harness.sweep.measure import Measurement, add_run, kind_figures
+from harness.sweep.measure import Measurement, add_run, kind_figures, load_plan, replay_windows
+from harness.sweep.stability import WindowFigures, whole_pass
 from scenarios.arrivals import ArrivalSpec
 from tests.unit.test_load_runner import stage
 
@@ -213,3 +216,102 @@ def test_one_kind_of_request_keeps_no_per_kind_figures():
     plan = LoadPlan("grpc", ("grpc://h:1",), "mlp", "rate", 100, 1.0, 1.0, 3)
     add_run(measurement, _run([_kind_entry(1, [1000] * 10)], 4), plan, 0)
     assert kind_figures(measurement.kinds) == []
+
+
+# --- a trace as the load axis -------------------------------------------------------------------
+
+TRACE = {"trace": "day.jsonl", "speed": [1, 2.5]}
+
+
+def trace_spec(**changes):
+    raw = {"model": {"builtin": "mlp"}, "load": TRACE, **changes}
+    return validate_spec(raw, "s.yaml")
+
+
+def test_a_trace_load_gives_one_point_per_speed_keyed_by_it():
+    points = expand_matrix(trace_spec(server={"batching": {"max_batch_size": [8]}}))
+    assert [p.key for p in points] == ["mbs8-r1-grpc-trace1-rep0", "mbs8-r1-grpc-trace2.5-rep0"]
+    assert all(p.load_kind == "trace" and p.traffic.trace == "day.jsonl" for p in points)
+    assert Point.from_dict(points[1].as_dict()) == points[1]
+    assert points[1].values()["speed"] == 2.5 and "arrival" not in points[1].values()
+
+
+@pytest.mark.parametrize(
+    ("load", "expected"),
+    [
+        ({"rate": [10], "speed": [2]}, "load.speed: the replay speeds of load.trace"),
+        ({**TRACE, "rate": [10]}, "load: give exactly one of"),
+        (
+            {**TRACE, "arrival": [{"kind": "gamma", "cv": 2}]},
+            "load.arrival: not with load.trace: the trace's times are the arrivals",
+        ),
+        ({**TRACE, "speed": [0]}, "load.speed[0]: must be > 0"),
+    ],
+)
+def test_a_bad_trace_load_is_one_line_naming_the_key(load, expected):
+    with pytest.raises(UserError, match=re.escape(expected)):
+        validate_spec({"model": {"builtin": "mlp"}, "load": load}, "s.yaml")
+
+
+def test_a_replay_plan_sends_the_trace_once_at_its_speed_in_windows_of_its_pass(tmp_path):
+    (tmp_path / "day.jsonl").write_text("".join(f'{{"t": {i / 10}}}\n' for i in range(100)))
+    trace = str(tmp_path / "day.jsonl")
+    s = validate_spec({"model": {"builtin": "mlp"}, "load": {"trace": trace, "speed": [2]},
+                       "measurement": {"warmup_s": 1, "window_s": 1}}, "s.yaml")  # fmt: skip
+    point = expand_matrix(s)[0]
+    target = RunningTarget(grpc=["grpc://h:1"], rest=[], metrics=[])
+    plan = load_plan(s, point, target, windows=3)
+    # One pass is 10 s at 1x (the last time plus one mean gap): 5 s at 2x, 1 s of it warm-up.
+    assert (plan.warmup_s, plan.window_s, plan.windows) == (1, 1, 4)
+    assert plan.trace_rps == pytest.approx(20) and plan.users == 4
+    argv = " ".join(locust_argv(plan, tmp_path / "r.json"))
+    assert f"--trace {trace} --trace-speed 2 --trace-loop false" in argv
+    assert "--stages 1000ms:4,1000ms:4,1000ms:4,1000ms:4,1000ms:4" in argv
+    assert "--warmup-stages 1" in argv and "--rate" not in argv and "--arrival" not in argv
+
+
+def test_replay_windows_cover_the_pass_exactly():
+    m = MeasurementSpec(warmup_s=5, window_s=5)
+    assert replay_windows(60, m) == (5, 5, 11)
+    assert replay_windows(63, m) == (5, pytest.approx(58 / 12), 12)  # the nearest count
+    assert replay_windows(8, m) == (2, 6, 1)  # a short pass: a quarter of it warms up
+
+
+def test_a_replay_is_judged_on_its_whole_pass():
+    windows = [WindowFigures(100, 5, 200), WindowFigures(300, 40, 600)]  # a burst
+    verdict = whole_pass(windows, min_requests=100)
+    assert verdict.stable and verdict.windows_used == (0, 1)
+    assert verdict.throughput_spread == pytest.approx(0.5)
+    assert not whole_pass(windows, min_requests=1000).stable
+
+
+# --- exclude rules on the traffic axes ----------------------------------------------------------
+
+
+def test_exclude_rules_can_name_an_arrival_process_or_a_speed():
+    arrivals = ["poisson", {"kind": "gamma", "cv": 4}]
+    s = validate_spec(
+        {
+            "model": {"builtin": "mlp"},
+            "server": {"batching": {"batch_timeout_micros": [0, 2000]}},
+            "load": {"rate": [100], "arrival": arrivals},
+            "matrix": {
+                "exclude": [{"arrival": {"kind": "gamma", "cv": 4}, "batch_timeout_micros": 0}]
+            },
+        },
+        "s.yaml",
+    )
+    keys = [p.key for p in expand_matrix(s)]
+    assert keys == ["bt0-r1-grpc-rps100-rep0", "bt2000-r1-grpc-rps100-rep0",
+                    "bt2000-r1-grpc-rps100-gamma4-rep0"]  # fmt: skip
+    s = trace_spec(matrix={"exclude": [{"speed": 2.5}]})
+    assert [p.key for p in expand_matrix(s)] == ["bdefault-r1-grpc-trace1-rep0"]
+
+
+def test_an_exclude_rule_on_an_arrival_not_swept_is_a_typo():
+    with pytest.raises(UserError) as err:
+        spec(load={"arrival": ["poisson"]}, matrix={"exclude": [{"arrival": "constant"}]})
+    assert (
+        "matrix.exclude[0].arrival: {'kind': 'constant'} is not a value of arrival in load "
+        "([{'kind': 'poisson'}])"
+    ) in str(err.value)
