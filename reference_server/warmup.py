@@ -103,6 +103,8 @@ def run_warmup(
 def _replay(servable: Servable, path: Path, iterations: int) -> tuple[int, ServingError | None]:
     """Run every record; return how many were read and the reader's error (None at EOF)."""
     records = 0
+    # The record iterator (deprecated, but it raises TensorFlow's reader errors with their
+    # plain text, which tf.data decorates with its op's name).
     reader = tf.compat.v1.io.tf_record_iterator(str(path))
     while True:
         try:
