@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from scenarios.recording import decode_histogram, new_histogram
+from scenarios.recording import BREAKDOWN_DIGITS, decode_histogram, new_histogram
 
 PERCENTILE = 99.0
 
@@ -63,8 +63,9 @@ def dominant_version(entries: Iterable[Mapping[str, Any]]) -> str | None:
 
 
 def phase_p99(entries: Iterable[Mapping[str, Any]]) -> float | None:
-    """p99 (ms) of every answer in ``entries``: their histograms merged exactly."""
-    merged = new_histogram()
+    """p99 (ms) of every answer in ``entries``: their histograms merged exactly (at the
+    seconds' own precision, so a phase and its seconds read the same values alike)."""
+    merged = new_histogram(BREAKDOWN_DIGITS)
     for entry in entries:
         if entry.get("histogram"):
             merged.add(decode_histogram(entry["histogram"]))
