@@ -259,7 +259,7 @@ def read_options(namespace: Any, host: str | None) -> ScenarioOptions:
         trace_speed=_typed(namespace, "trace-speed", float, 0.001),
         trace_loop=_flag(namespace, "trace-loop"),
         max_batch_size=_typed(namespace, "max-batch-size", int, 0),
-        version_split=_version_split(_text(namespace, "version-split")),
+        version_split=parse_version_split(_text(namespace, "version-split")),
     )
     _check_load(options, _choice(namespace, "arrival", ARRIVALS))
     return options
@@ -278,7 +278,7 @@ def _mix(namespace: Any) -> RequestMix:
         raise OptionError(str(exc)) from None
 
 
-def _version_split(text: str | None) -> Distribution | None:
+def parse_version_split(text: str | None) -> Distribution | None:
     """`stable=0.9,canary=0.1`: arms (labels, or numbers for versions) with weights."""
     if not text:
         return None

@@ -133,11 +133,12 @@ def version_figures(versions: Mapping[str, Tally], window_s: float) -> list[dict
     """Measured figures per model version (or version-split arm), versions in number order."""
     return [
         {"version": version, **figures(versions[version], window_s)}
-        for version in sorted(versions, key=_version_order)
+        for version in sorted(versions, key=version_order)
     ]
 
 
-def _version_order(version: str) -> tuple[int, int, str]:
+def version_order(version: str) -> tuple[int, int, str]:
+    """Versions by number, then labels (arms) by name."""
     return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
 

@@ -27,6 +27,7 @@ import yaml
 from harness.decide.compare import ComparisonFile, read_comparison, samples_from_result
 from harness.decide.recommend import read_recommendation
 from harness.decide.ties import candidate_intervals, interval_metrics
+from harness.decide.versions import version_rows
 from harness.errors import UserError
 from harness.metrics import INTERVAL_METRICS, METRICS, interval_ids, metric, slo_misses
 from harness.plan.batching_fields import BATCH_TIMEOUT_MICROS, FIELDS, MAX_BATCH_SIZE
@@ -72,6 +73,7 @@ def report_data(
         "latency": _latency(context, top),
         "batching": _batching(context, top),
         "timelines": [series.as_dict() for series in _timelines(context, recommendation, top)],
+        "versions": _versions(run),
         "points": [_point_row(context, result) for result in run.results],
         "max_rate": _max_rate_rows(context),
         "comparison": _comparison(comparison),
@@ -774,6 +776,16 @@ class TimelineSeries:
             "warmup": self.warmup,
             **self.values,
         }
+
+
+def _versions(run: RunFolder) -> list[dict[str, Any]]:
+    """Per point answered by more than one model version: the versions side by side."""
+    out = []
+    for result in run.results:
+        rows = version_rows(result.by_version, result.timeline, result.key)
+        if rows:
+            out.append({"key": result.key, "rows": rows})
+    return out
 
 
 def _timelines(

@@ -61,6 +61,7 @@ class LoadPlan:
     seed: int = 0
     scrape_urls: tuple[str, ...] = ()  # Prometheus pages read at every stage boundary
     cpus: tuple[int, ...] = ()  # the generator's CPU set; empty: anywhere
+    version_split: str | None = None  # A/B of versions (scenarios' --version-split)
 
     @property
     def open_loop(self) -> bool:
@@ -112,6 +113,8 @@ def locust_argv(plan: LoadPlan, result_file: Path) -> list[str]:
         argv += ["--scrape-urls", ",".join(plan.scrape_urls)]
     if plan.processes > 1:
         argv += ["--processes", str(plan.processes)]
+    if plan.version_split:
+        argv += ["--version-split", plan.version_split]
     return argv
 
 

@@ -42,6 +42,7 @@ from harness.sweep.load_runner import (
     window_stages,
 )
 from harness.sweep.stability import StabilityVerdict, WindowFigures, judge
+from scenarios.results import version_order
 
 WindowHook = Callable[[int, Mapping[str, Any]], None]
 
@@ -71,6 +72,7 @@ class Measurement:
     cpu_percent: list[float] = field(default_factory=list)
     runs: int = 0
     kinds: dict[KindKey, list[dict[str, Any]]] = field(default_factory=dict)  # per run
+    versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per run
     timeline: list[dict[str, Any]] = field(default_factory=list)  # every run's, in order
     elapsed_s: float = 0.0  # the runs' lengths so far: where the next run's timeline starts
     processes: int = 1
@@ -108,6 +110,7 @@ def load_plan(
         seed=spec.seed + point.repeat,
         scrape_urls=tuple(target.metrics),
         cpus=placement.generator if placement else (),
+        version_split=spec.model.version_split,
     )
 
 
@@ -212,6 +215,8 @@ def _add_kinds_and_timeline(
     for entry in result.get("by_kind", []):
         kind = (entry["model"], entry["rows"], entry["length"], entry.get("payload"))
         measurement.kinds.setdefault(kind, []).append(dict(entry))
+    for entry in result.get("by_version", []):
+        measurement.versions.setdefault(entry["version"], []).append(dict(entry))
     seconds = result.get("timeline", [])
     for entry in seconds:
         second = entry["second"]
@@ -245,6 +250,31 @@ def kind_figures(kinds: Mapping[KindKey, Sequence[Mapping[str, Any]]]) -> list[d
             }
         )
     return out
+
+
+def version_figures(versions: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Per model version that answered (or version-split arm), its figures over every run of
+    the point (each run's ``by_version`` added up, histograms merged); empty when fewer than
+    two versions answered."""
+    if len(versions) < 2:
+        return []
+    out = []
+    for version in sorted(versions, key=version_order):
+        combined = combine(versions[version])
+        out.append({"version": version, **{k: combined[k] for k in _VERSION_FIELDS}})
+    return out
+
+
+_VERSION_FIELDS = (
+    "count",
+    "error_count",
+    "errors",
+    "error_rate",
+    "throughput_rps",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "histogram",
+)
 
 
 def _kind_order(item: tuple[KindKey, Any]) -> tuple[str, int, int, str]:
@@ -299,6 +329,7 @@ def point_result(
         invalid_reasons=sorted(set(measurement.invalid_reasons)),
         telemetry={} if server is None else server[0],
         by_kind=kind_figures(measurement.kinds),
+        by_version=version_figures(measurement.versions),
         timeline=measurement.timeline,
         started_at=started_at,
         finished_at=timestamp(),

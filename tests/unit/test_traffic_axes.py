@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from harness.plan.points import Point, ServerConfig, expand_matrix
 from harness.plan.spec import validate_spec
 from harness.plan.traffic import Sizes, Traffic, arrival_argv, parse_arrival, parse_sizes
 from harness.sweep.load_runner import LoadPlan, locust_argv
-from harness.sweep.measure import Measurement, add_run, kind_figures
+from harness.sweep.measure import Measurement, add_run, kind_figures, version_figures
 from scenarios.arrivals import ArrivalSpec
 from tests.unit.test_load_runner import stage
 
@@ -213,3 +214,25 @@ def test_one_kind_of_request_keeps_no_per_kind_figures():
     plan = LoadPlan("grpc", ("grpc://h:1",), "mlp", "rate", 100, 1.0, 1.0, 3)
     add_run(measurement, _run([_kind_entry(1, [1000] * 10)], 4), plan, 0)
     assert kind_figures(measurement.kinds) == []
+
+
+def test_versions_add_up_over_runs_and_reach_locust():
+    plan = LoadPlan("grpc", ("grpc://h:1",), "m", "concurrency", 4, 1.0, 1.0, 3)
+    measurement = Measurement()
+    for _ in range(2):
+        versions = [
+            {"version": "2", **stage([2000] * 10, 3.0)},
+            {"version": "1", **stage([1000] * 90, 3.0)},
+        ]
+        add_run(measurement, {"stages": [], "by_version": versions, "timeline": []}, plan, 0)
+    rows = version_figures(measurement.versions)
+    assert [(r["version"], r["count"]) for r in rows] == [("1", 180), ("2", 20)]
+    assert rows[1]["latency_p99_ms"] == pytest.approx(2.0, rel=0.01) and rows[1]["histogram"]
+    one = Measurement()
+    add_run(one, {"stages": [], "by_version": versions[:1], "timeline": []}, plan, 0)
+    assert version_figures(one.versions) == []  # one version: nothing side by side
+    split = LoadPlan(
+        "grpc", ("grpc://h:1",), "m", "concurrency", 4, 1.0, 1.0, 3, version_split="a=1,b=1"
+    )
+    argv = locust_argv(split, Path("r.json"))
+    assert argv[argv.index("--version-split") + 1] == "a=1,b=1"
