@@ -17,7 +17,7 @@ EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT
 def _make_model(args: argparse.Namespace) -> int:
     from harness.models import zoo as model_zoo
 
-    options = dict(_parse_option(text) for text in args.option)
+    options = dict(parse_option(text) for text in args.option)
     try:
         path = model_zoo.build_model(
             args.name,
@@ -51,7 +51,7 @@ def _warmup_file(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_option(text: str) -> tuple[str, str]:
+def parse_option(text: str) -> tuple[str, str]:
     """KEY=VALUE; the model zoo converts the value to the option's type and checks it."""
     key, sep, value = text.partition("=")
     if not sep:

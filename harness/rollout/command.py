@@ -155,10 +155,10 @@ def _versions(args: argparse.Namespace) -> tuple[str, Path | None, Path | None]:
 def _builtin_versions(args: argparse.Namespace) -> tuple[str, Path, Path]:
     """Version 1 of the built-in model (the sweeps' copy) and a version 2 with other weights,
     each built on first use."""
-    from harness.cli import _parse_option
+    from harness.cli import parse_option
     from harness.models import zoo
 
-    options: dict[str, Any] = dict(_parse_option(text) for text in args.option)
+    options: dict[str, Any] = dict(parse_option(text) for text in args.option)
     try:
         base = zoo.ensure_model(Path(args.models_dir), args.model, options)
         next_base = base.with_name(base.name + "-next")

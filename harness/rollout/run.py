@@ -193,15 +193,54 @@ def _measure(
 ) -> dict[str, Any]:
     address = grpc if "://" in grpc else f"grpc://{grpc}"
     plan = replace(spec.load, targets=(address,) if spec.protocol == "grpc" else (rest,))
-    result_file = folder / "result.json"
     outcome: dict[str, Any] = {}
-    load = threading.Thread(target=_run_load, args=(plan, result_file, outcome), daemon=True)
+    status = StatusLog()
     origin = time.time()
-    load.start()
-    status, stop = StatusLog(), threading.Event()
+    switched_at = _load_and_switch(
+        spec, plan, folder / "result.json", outcome, (rest, status, origin), switch, metrics_url
+    )
+    if "error" in outcome:
+        raise UserError(f"the load generator failed: {outcome['error']}")
+    result = outcome["result"]
+    started = datetime.fromisoformat(result["started_at"]).timestamp()
+    figures = rollout_figures(result.get("timeline", []), switched_at - started, SETTLE_S)
+    readings = StatusLog([(round(at + origin - started, 3), st) for at, st in status.readings])
+    old, new = figures.old_version, figures.new_version
+    return {
+        "warmup_records": records,
+        "protocol": spec.protocol,
+        "figures": figures.as_dict(),
+        "server": {
+            "new_available_at_s": readings.first(new, "AVAILABLE") if new else None,
+            "old_ended_at_s": readings.first(old, "END") if old else None,
+            "status_readings": [{"at_s": at, "states": st} for at, st in readings.readings],
+        },
+        "result_file": str((folder / "result.json").relative_to(folder.parent)),
+        "timeline": result.get("timeline", []),
+        "by_version": result.get("by_version", []),
+        "valid": result.get("valid", False),
+        "invalid_reasons": result.get("invalid_reasons", []),
+    }
+
+
+def _load_and_switch(
+    spec: RolloutSpec,
+    plan: LoadPlan,
+    result_file: Path,
+    outcome: dict[str, Any],
+    polling: tuple[str, StatusLog, float],
+    switch: Callable[[], None],
+    metrics_url: str | None,
+) -> float:
+    """Run the load (in a thread) and the status poller, make the switch ``switch_after_s``
+    into the load; return when the switch was made (time.time())."""
+    load = threading.Thread(target=_run_load, args=(plan, result_file, outcome), daemon=True)
+    stop = threading.Event()
+    rest, status, origin = polling
     poller = threading.Thread(
         target=poll_status, args=(rest, spec.model_name, origin, stop, status), daemon=True
     )
+    load.start()
     poller.start()
     try:
         _wait_for_load(metrics_url, load)
@@ -210,35 +249,15 @@ def _measure(
         if load.is_alive():
             switch()
         load.join()
+    except KeyboardInterrupt:  # Locust got the terminal's SIGINT too: do not wait for it
+        raise
+    except BaseException:
+        load.join()  # the load's duration is bounded: a failed switch still lets it end
+        raise
     finally:
         stop.set()
         poller.join(5)
-    if "error" in outcome:
-        raise UserError(f"the load generator failed: {outcome['error']}")
-    result = outcome["result"]
-    started = datetime.fromisoformat(result["started_at"]).timestamp()
-    switch_at_s = switched_at - started
-    figures = rollout_figures(result.get("timeline", []), switch_at_s, SETTLE_S)
-    readings = [(round(at + origin - started, 3), states) for at, states in status.readings]
-    shifted = StatusLog(readings)
-    new = figures.new_version
-    return {
-        "warmup_records": records,
-        "protocol": spec.protocol,
-        "figures": figures.as_dict(),
-        "server": {
-            "new_available_at_s": shifted.first(new, "AVAILABLE") if new else None,
-            "old_ended_at_s": (
-                shifted.first(figures.old_version, "END") if figures.old_version else None
-            ),
-            "status_readings": [{"at_s": at, "states": states} for at, states in readings],
-        },
-        "result_file": str(result_file.relative_to(folder.parent)),
-        "timeline": result.get("timeline", []),
-        "by_version": result.get("by_version", []),
-        "valid": result.get("valid", False),
-        "invalid_reasons": result.get("invalid_reasons", []),
-    }
+    return switched_at
 
 
 def _run_load(plan: LoadPlan, result_file: Path, outcome: dict[str, Any]) -> None:
