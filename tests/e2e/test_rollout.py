@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from harness.models.zoo import build_model, ensure_model
+from tests.conftest import start_server
 from tests.e2e.test_sweep import FAKE_TFS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,3 +89,21 @@ def test_an_external_target_needs_a_switch_command(tmp_path, models_dir):
     completed = rollout(tmp_path / "x", models_dir, "--target", "external", "--grpc", "h:1")
     assert completed.returncode == 2
     assert "--switch-command" in completed.stderr
+
+
+def test_rollout_of_an_external_server_with_a_switch_command(tmp_path, models_dir):
+    """A server the harness does not start: the user's command makes the switch."""
+    base = tmp_path / "base" / "mlp"
+    shutil.copytree(ensure_model(models_dir, "mlp") / "1", base / "1")
+    staged = build_model("mlp", tmp_path / "staged", version=2, seed=1)
+    flags = ["--model_name=mlp", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"]
+    out = tmp_path / "rollout"
+    with start_server(flags) as server:
+        completed = rollout(
+            out, models_dir, "--target", "external", "--model-name", "mlp",
+            "--grpc", server.grpc_target, "--rest", server.rest_url,
+            "--switch-command", f"mv {staged} {base / '2'}", "--no-report",
+        )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    (run,) = json.loads((out / "rollout.json").read_text())["runs"]
+    check_switch(run)
