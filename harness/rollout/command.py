@@ -86,10 +86,15 @@ def summary_line(run: dict) -> str:
     def n(value: float | None, unit: str) -> str:
         return "—" if value is None else f"{value:.3g} {unit}"
 
+    server = run["server"]
+    old = figures["old_version"] or server.get("old_version") or "?"
+    versions = f"version {old} -> {figures['new_version'] or server.get('new_version') or '?'}"
+    if run["protocol"] == "rest":
+        versions += " (REST answers do not name their version)"
     return (
-        f"warm-up records {run['warmup_records']}: version {figures['old_version']} -> "
-        f"{figures['new_version']}, first new answer {n(figures['first_new_after_s'], 's')} "
-        f"after the switch, last old {n(figures['last_old_after_s'], 's')}, "
+        f"warm-up records {run['warmup_records']}: {versions}, first new answer "
+        f"{n(figures['first_new_after_s'], 's')} after the switch, "
+        f"last old {n(figures['last_old_after_s'], 's')}, "
         f"{figures['failed']} failed of {figures['requests']}, p99 before/during/after "
         f"{n(figures['p99_before_ms'], 'ms')} / {n(figures['p99_during_ms'], 'ms')} / "
         f"{n(figures['p99_after_ms'], 'ms')}, excess {n(figures['excess_p99_ms_s'], 'ms·s')}"

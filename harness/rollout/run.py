@@ -73,6 +73,14 @@ class StatusLog:
     def first(self, version: str, state: str) -> float | None:
         return next((at for at, states in self.readings if states.get(version) == state), None)
 
+    def serving(self, *, first: bool) -> str | None:
+        """The newest AVAILABLE version in the first (or the last) reading."""
+        if not self.readings:
+            return None
+        states = self.readings[0 if first else -1][1]
+        available = [int(v) for v, state in states.items() if state == "AVAILABLE" and v.isdigit()]
+        return str(max(available)) if available else None
+
 
 def read_status(rest_url: str, model: str) -> dict[str, str]:
     """``GET /v1/models/NAME``: each version's state ({} when it cannot be read)."""
@@ -205,12 +213,17 @@ def _measure(
     started = datetime.fromisoformat(result["started_at"]).timestamp()
     figures = rollout_figures(result.get("timeline", []), switched_at - started, SETTLE_S)
     readings = StatusLog([(round(at + origin - started, 3), st) for at, st in status.readings])
-    old, new = figures.old_version, figures.new_version
+    # Over REST the answers do not name their version: the server's states still do.
+    old = figures.old_version or readings.serving(first=True)
+    new = figures.new_version or readings.serving(first=False)
+    new = None if new == old else new
     return {
         "warmup_records": records,
         "protocol": spec.protocol,
         "figures": figures.as_dict(),
         "server": {
+            "old_version": old,
+            "new_version": new,
             "new_available_at_s": readings.first(new, "AVAILABLE") if new else None,
             "old_ended_at_s": readings.first(old, "END") if old else None,
             "status_readings": [{"at_s": at, "states": st} for at, st in readings.readings],
