@@ -73,7 +73,7 @@ def report_data(
         "latency": _latency(context, top),
         "batching": _batching(context, top),
         "timelines": [series.as_dict() for series in _timelines(context, recommendation, top)],
-        "versions": _versions(run),
+        "versions": versions_section(run),
         "points": [_point_row(context, result) for result in run.results],
         "max_rate": _max_rate_rows(context),
         "comparison": _comparison(comparison),
@@ -778,7 +778,7 @@ class TimelineSeries:
         }
 
 
-def _versions(run: RunFolder) -> list[dict[str, Any]]:
+def versions_section(run: RunFolder) -> list[dict[str, Any]]:
     """Per point answered by more than one model version: the versions side by side."""
     out = []
     for result in run.results:

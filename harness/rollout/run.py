@@ -31,7 +31,7 @@ from harness.errors import UserError
 from harness.models.warmup_file import warmup_path, write_for_version
 from harness.models.zoo import MODEL_JSON
 from harness.rollout.figures import rollout_figures
-from harness.servers.replicas import ReplicaSet, start_replicas
+from harness.servers.replicas import PROMETHEUS_PATH, ReplicaSet, start_replicas
 from harness.servers.server_process import REFERENCE_SERVER
 from harness.store.results import write_atomically
 from harness.sweep.load_runner import LoadError, LoadPlan, run_locust
@@ -154,6 +154,9 @@ def run_one(spec: RolloutSpec, folder: Path, records: int) -> dict[str, Any]:
     if spec.target == "external":
         grpc, rest = spec.endpoints[0]
         switch = _command_switch(spec.switch_command or "")
+        # TF Serving's usual Prometheus path, when the deployment serves it
+        page = f"{rest}{PROMETHEUS_PATH}" if rest else None
+        metrics = page if page and _metrics_text(page) is not None else None
     else:
         base, new_dir = prepare_versions(spec, folder / "models", records)
         servers = start_target(spec, base, folder)
@@ -201,6 +204,8 @@ def _measure(
 ) -> dict[str, Any]:
     address = grpc if "://" in grpc else f"grpc://{grpc}"
     plan = replace(spec.load, targets=(address,) if spec.protocol == "grpc" else (rest,))
+    if metrics_url is None:  # the switch waits out a start-up allowance: so does the end
+        plan = replace(plan, window_s=plan.window_s + STARTUP_ALLOWANCE_S)
     outcome: dict[str, Any] = {}
     status = StatusLog()
     origin = time.time()
@@ -292,12 +297,16 @@ def _wait_for_load(metrics_url: str | None, load: threading.Thread) -> None:
         time.sleep(0.1)
 
 
-def _requests_counted(metrics_url: str) -> bool:
+def _metrics_text(url: str) -> str | None:
     try:
-        with urllib.request.urlopen(metrics_url, timeout=2) as answer:
-            text = answer.read().decode()
-    except OSError:
-        return False
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.read().decode()
+    except (OSError, ValueError):
+        return None
+
+
+def _requests_counted(metrics_url: str) -> bool:
+    text = _metrics_text(metrics_url) or ""
     return any(
         line.startswith(REQUEST_COUNT) and float(line.rsplit(" ", 1)[1]) > 0
         for line in text.splitlines()

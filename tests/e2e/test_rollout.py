@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.models.zoo import build_model, ensure_model
+from harness.models.zoo import ensure_model
+from harness.servers.replicas import write_monitoring_config
 from tests.conftest import start_server
 from tests.e2e.test_sweep import FAKE_TFS
 
@@ -21,8 +22,8 @@ pytestmark = pytest.mark.slow
 
 def rollout(out: Path, models_dir: Path, *extra: str, env=None) -> subprocess.CompletedProcess:
     argv = [sys.executable, "-m", "harness", "rollout", "--model", "mlp",
-            "--models-dir", str(models_dir), "--concurrency", "4", "--switch-after", "4",
-            "--after", "5", "--out", str(out), *extra]  # fmt: skip
+            "--models-dir", str(models_dir), "--concurrency", "4", "--switch-after", "3",
+            "--after", "4", "--out", str(out), *extra]  # fmt: skip
     return subprocess.run(argv, capture_output=True, text=True, timeout=400, cwd=REPO, env=env)
 
 
@@ -95,8 +96,10 @@ def test_rollout_of_an_external_server_with_a_switch_command(tmp_path, models_di
     """A server the harness does not start: the user's command makes the switch."""
     base = tmp_path / "base" / "mlp"
     shutil.copytree(ensure_model(models_dir, "mlp") / "1", base / "1")
-    staged = build_model("mlp", tmp_path / "staged", version=2, seed=1)
+    staged = tmp_path / "staged" / "2"
+    shutil.copytree(ensure_model(models_dir, "mlp") / "1", staged)  # a copy is a new version too
     flags = ["--model_name=mlp", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"]
+    flags.append(f"--monitoring_config_file={write_monitoring_config(tmp_path)}")
     out = tmp_path / "rollout"
     with start_server(flags) as server:
         completed = rollout(

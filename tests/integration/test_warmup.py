@@ -116,12 +116,13 @@ def test_every_kind_of_record_is_replayed_and_counted(tmp_path):
 
 
 def test_without_the_flag_nothing_is_replayed(tmp_path):
-    base = tmp_path / "mlp"
-    build_model("mlp", base, warmup_records=2)
+    version = tmp_path / "half_plus_two" / "123"
+    shutil.copytree(shared_testdata("saved_model_half_plus_two_cpu/00000123"), version)
+    write_logs(version, half_plus_two_logs())
     monitoring = write_monitoring_config(tmp_path)
     flags = [
-        "--model_name=mlp",
-        f"--model_base_path={base}",
+        "--model_name=half_plus_two",
+        f"--model_base_path={version.parent}",
         f"--monitoring_config_file={monitoring}",
         "--enable_model_warmup=false",
     ]
@@ -136,11 +137,12 @@ def test_a_malformed_file_fails_the_load_with_tf_servings_message(tmp_path):
     a record that is not a PredictionLog with INVALID_ARGUMENT; the version served before
     stays AVAILABLE and keeps answering."""
     base = tmp_path / "m"
-    build_model("mlp", base, version=1)
+    built = build_model("mlp", tmp_path / "built", version=1)
+    shutil.copytree(built, base / "1")
     flags = ["--model_name=m", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"]
     with start_server(flags) as server, grpc.insecure_channel(server.grpc_target) as channel:
         corrupt = tmp_path / "staged" / "2"
-        build_model("mlp", corrupt.parent, version=2)
+        shutil.copytree(built, corrupt)
         warmup_path(corrupt).parent.mkdir()
         warmup_path(corrupt).write_bytes(b"this is not a TFRecord file at all")
         corrupt.rename(base / "2")
@@ -156,7 +158,7 @@ def test_a_malformed_file_fails_the_load_with_tf_servings_message(tmp_path):
         assert states[1][0] == 30  # AVAILABLE: the old version keeps serving
 
         unparseable = tmp_path / "staged" / "3"
-        build_model("mlp", unparseable.parent, version=3)
+        shutil.copytree(built, unparseable)
         warmup_path(unparseable).parent.mkdir()
         warmup_path(unparseable).write_bytes(tfrecord(b"\xff\xff\xff"))
         unparseable.rename(base / "3")
@@ -171,9 +173,9 @@ def test_a_malformed_file_fails_the_load_with_tf_servings_message(tmp_path):
     assert "DATA_LOSS" in server.log_text() or "corrupted record at 0" in server.log_text()
 
 
-def first_request_ms(target: str) -> float:
+def first_request_ms(target: str, model: str) -> float:
     request = predict_pb2.PredictRequest()
-    request.model_spec.name = "cnn"
+    request.model_spec.name = model
     request.inputs["image"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 32, 32, 3), np.float32)))
     with grpc.insecure_channel(target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -184,21 +186,24 @@ def first_request_ms(target: str) -> float:
 
 @pytest.mark.slow
 def test_a_warmed_up_version_answers_its_first_request_faster(tmp_path):
-    """The same cnn version served twice, once with a one-record warm-up file: the warmed-up
-    server's first answer skips the first run's graph optimisation (about a second here)."""
-    cold = tmp_path / "cold" / "cnn"
+    """The same cnn version served twice by one server, once with a one-record warm-up file
+    (as ``make-model --warmup-records`` writes): the warmed-up model's first answer skips the
+    first run's graph optimisation (about a second here), the other's pays for it."""
+    cold = tmp_path / "cold"
     build_model("cnn", cold, image_size=32, classes=10)
-    warm = tmp_path / "warm" / "cnn"
+    warm = tmp_path / "warm"
     shutil.copytree(cold, warm)
-    write_for_version(warm / "1", 1, model_name="cnn")  # what make-model --warmup-records writes
-    times = {}
-    for name, base in (("cold", cold), ("warm", warm)):
-        flags = ["--model_name=cnn", f"--model_base_path={base}"]
-        flags += ["--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"]
-        with start_server(flags) as server:
-            times[name] = first_request_ms(server.grpc_target)
-            log = server.log_text()
-        assert ("Number of warmup records read: 1" in log) == (name == "warm")
+    write_for_version(warm / "1", 1, model_name="warm")
+    entries = "".join(
+        f'config {{ name: "{name}" base_path: "{tmp_path / name}" model_platform: "tensorflow" }} '
+        for name in ("cold", "warm")
+    )
+    config = tmp_path / "models.config"
+    config.write_text(f"model_config_list {{ {entries}}}\n")
+    flags = [f"--model_config_file={config}", "--tensorflow_intra_op_parallelism=1"]
+    with start_server([*flags, "--tensorflow_inter_op_parallelism=1"]) as server:
+        times = {name: first_request_ms(server.grpc_target, name) for name in ("cold", "warm")}
+    assert server.log_text().count("Number of warmup records read: 1") == 1
     assert times["warm"] < times["cold"], times
 
 

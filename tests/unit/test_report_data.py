@@ -12,8 +12,10 @@ import pytest
 from harness.decide import recommend
 from harness.errors import UserError
 from harness.report import build_report_data
+from harness.report.data import versions_section
 from harness.report.render import render_html, write_report
 from harness.store.results import write_json
+from harness.store.run_folder import load_run
 
 RUNS = Path(__file__).resolve().parents[1] / "golden" / "runs"
 SECTIONS = (
@@ -325,7 +327,7 @@ def test_timelines_of_the_top_configurations_are_in_the_report(traffic):
     assert html.count("<svg") >= len(traffic["timelines"]) + 1
 
 
-def test_a_point_answered_by_two_versions_shows_them_side_by_side(tmp_path):
+def test_a_point_answered_by_two_versions_shows_them_side_by_side(tmp_path, traffic):
     """A point file with ``by_version`` (an A/B of versions) gets a Versions table: each
     version's share and p99 with intervals over the timeline's seconds."""
     run = shutil.copytree(RUNS / "report-traffic", tmp_path / "run")
@@ -342,11 +344,11 @@ def test_a_point_answered_by_two_versions_shows_them_side_by_side(tmp_path):
         {"version": "2", "count": 100, "error_count": 2, "errors": {"INTERNAL": 2}},
     ]
     path.write_text(json.dumps(point))
-    data = build_report_data(run)
-    (shown,) = data["versions"]
+    (shown,) = versions_section(load_run(run))
     assert shown["key"] == point["key"]
     rows = {row["version"]: row for row in shown["rows"]}
     assert rows["2"]["share"] == pytest.approx(102 / 1002) and rows["2"]["error_count"] == 2
     assert rows["2"]["p99_change"]["ci_low"] > 1.0  # 30-32 ms against 10-11 ms
-    html = render_html(data)
+    assert traffic["versions"] == []  # no point of the stored run has two versions
+    html = render_html({**traffic, "versions": [shown]})
     assert html.count('id="versions"') == 1 and 'href="#versions"' in html
