@@ -44,7 +44,11 @@ def add_rollout_options(commands) -> None:
         "the drop of the new version, e.g. a config reload or a label move)",
     )
     where.add_argument(
-        "--server-flag", action="append", default=[], metavar="--FLAG=VALUE", help="repeatable"
+        "--server-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="a server flag, written --server-flag=--FLAG=VALUE (repeatable)",
     )
     load = rollout.add_argument_group("the load")
     load.add_argument("--protocol", choices=("grpc", "rest"), default="grpc")

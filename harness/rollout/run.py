@@ -4,9 +4,12 @@ One roll-out: a server serves the old version (reference-server, or tensorflow_m
 with the same flags and files; or an external deployment), Locust sends steady load through
 the scenarios, and ``switch_after_s`` seconds into the load the new version is dropped into
 the base path (or the user's switch command runs). The load goes on for ``after_s`` more
-seconds. Meanwhile the model's status (``GET /v1/models/NAME``) is polled, so the run also
-records when the server made the new version AVAILABLE and ended the old one. The result
-file's per-second timeline then gives the figures (``harness.rollout.figures``).
+seconds. "Into the load" counts from the moment the server's Prometheus page counts requests
+(Locust's start-up is not part of it); without such a page (an external deployment), after a
+start-up allowance, and the load is made that much longer. Meanwhile the model's status
+(``GET /v1/models/NAME``) is polled, so the run also records when the server made the new
+version AVAILABLE and ended the old one. The result file's per-second timeline then gives the
+figures (``harness.rollout.figures``).
 
 With several ``warmup_records`` values, one roll-out per value, each on a fresh server: the
 new version carries a TF Serving warm-up file of that many records (0: none), so the report
