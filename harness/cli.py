@@ -17,10 +17,15 @@ EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT
 def _make_model(args: argparse.Namespace) -> int:
     from harness.models import zoo as model_zoo
 
-    options = dict(_parse_option(text) for text in args.option)
+    options = dict(parse_option(text) for text in args.option)
     try:
         path = model_zoo.build_model(
-            args.name, Path(args.dir), version=args.version, seed=args.seed, **options
+            args.name,
+            Path(args.dir),
+            version=args.version,
+            seed=args.seed,
+            warmup_records=args.warmup_records,
+            **options,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -28,7 +33,25 @@ def _make_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_option(text: str) -> tuple[str, str]:
+def _warmup_file(args: argparse.Namespace) -> int:
+    from harness.models import warmup_file
+
+    try:
+        path = warmup_file.write_for_version(
+            Path(args.version_dir),
+            args.records,
+            payload=args.payload,
+            model_name=args.model_name,
+            signature=args.signature,
+            rows=args.rows,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print(path)
+    return 0
+
+
+def parse_option(text: str) -> tuple[str, str]:
     """KEY=VALUE; the model zoo converts the value to the option's type and checks it."""
     key, sep, value = text.partition("=")
     if not sep:
@@ -92,10 +115,12 @@ def _add_placement_options(
 
 def _report(args: argparse.Namespace) -> int:
     from harness.report import write_report
+    from harness.report.rollout import is_rollout_folder, write_rollout_report
     from harness.report.screenshot import capture
     from harness.store.layout import REPORT_PNG_FILE
 
-    html = write_report(Path(args.run_dir))
+    run_dir = Path(args.run_dir)
+    html = write_rollout_report(run_dir) if is_rollout_folder(run_dir) else write_report(run_dir)
     print(f"report: {html}")
     if not args.screenshot:
         return 0
@@ -410,7 +435,33 @@ def _add_make_model(commands) -> None:
         metavar="KEY=VALUE",
         help="model option, e.g. fixed_ms=2 for synthetic (repeatable)",
     )
+    make_model.add_argument(
+        "--warmup-records",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write TF Serving's warm-up file: N one-row Predict requests of random data "
+        "in VERSION/assets.extra/tf_serving_warmup_requests",
+    )
     make_model.set_defaults(run=_make_model)
+
+
+def _add_warmup_file(commands) -> None:
+    warmup = commands.add_parser(
+        "warmup-file",
+        help="write a model version's TF Serving warm-up file from a payload (or random data)",
+    )
+    warmup.add_argument("version_dir", metavar="VERSION_DIR", help="e.g. models/mlp/2")
+    warmup.add_argument(
+        "--payload", help=".npy / .npz / TF Serving REST JSON (default: random data)"
+    )
+    warmup.add_argument("--records", type=int, default=1, help="records to write (1-1000)")
+    warmup.add_argument("--rows", type=int, default=1, help="rows of random data per record")
+    warmup.add_argument("--signature", default="serving_default")
+    warmup.add_argument(
+        "--model-name", default="", help="model name in each request (TF Serving ignores it)"
+    )
+    warmup.set_defaults(run=_warmup_file)
 
 
 def _add_demo(commands) -> None:
@@ -469,6 +520,12 @@ def _add_report(commands) -> None:
     report.set_defaults(run=_report)
 
 
+def _add_rollout(commands) -> None:
+    from harness.rollout.command import add_rollout_options
+
+    add_rollout_options(commands)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchbench",
@@ -478,11 +535,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _add_make_model(commands)
+    _add_warmup_file(commands)
     _add_demo(commands)
     _add_sweep(commands)
     _add_serve(commands)
     _add_report(commands)
     _add_gate_commands(commands)
+    _add_rollout(commands)
     return parser
 
 

@@ -286,7 +286,6 @@ ACCEPTED_WITHOUT_EFFECT: frozenset[str] = frozenset(
         "use_alts_credentials",
         "platform_config_file",
         "saved_model_tags",
-        "num_request_iterations_for_warmup",
         "remove_unused_fields_from_bundle_metagraph",
         "prefer_tflite_model",
         "num_tflite_pools",

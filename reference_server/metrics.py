@@ -13,6 +13,9 @@ Where the values come from:
 - per executed batch (``observe_batch``, the ``BatchScheduler``'s ``on_batch`` hook): processed
   batch size, padding size and our compute time per batch;
 - at scrape time: our queue depth and queue-full rejection count;
+- per model version loaded with a warm-up file (``observe_warmup``): TF Serving's
+  ``model_warmup_latency{model_path,status}`` and our ``model_warmup_records_read{model_path}``
+  (TF Serving only logs that count);
 - once at start-up (``describe_device``): the device the models run on, as the info-style
   gauge ``:batchbench:serving:device_info{device="GPU:0",kind="GPU",name="NVIDIA ..."} 1``
   (``device="CPU",kind="CPU",name=""`` without a GPU).
@@ -24,6 +27,7 @@ import contextvars
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -33,6 +37,9 @@ from reference_server.batching import BatchRecord
 from reference_server.devices import DeviceReport
 from reference_server.errors import ServingError
 from reference_server.inference import Observer, RequestRecord
+
+if TYPE_CHECKING:  # warmup imports the gRPC API, which imports this module
+    from reference_server.warmup import WarmupRecord
 
 # The text format written by ``render`` (Prometheus 0.0.4, as TF Serving serves).
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -124,6 +131,19 @@ class ServerMetrics:
             ("model_name", "API", "runtime"),
             LATENCY_BUCKETS_US,
         )
+        # saved_model_warmup_util.cc: the same buckets as request latency, by path and status.
+        self.model_warmup_latency = self._histogram(
+            _TF + "model_warmup_latency",
+            "Distribution of wall time (in microseconds) for warming up the model.",
+            ("model_path", "status"),
+            LATENCY_BUCKETS_US,
+        )
+        # TF Serving only logs the count ("Number of warmup records read: N"); ours exports it.
+        self.model_warmup_records_read = self._counter(
+            _OURS + "model_warmup_records_read",
+            "Warm-up records read from assets.extra/tf_serving_warmup_requests.",
+            ("model_path",),
+        )
         self.device_info = self._gauge(
             _OURS + "device_info",
             "The device the models run on (always 1; the labels tell which).",
@@ -201,6 +221,13 @@ class ServerMetrics:
         self.batch_compute_latency.labels(_model_name(record.key)).observe(
             record.compute_seconds * 1e6
         )
+
+    def observe_warmup(self, record: WarmupRecord) -> None:
+        """Count one version's warm-up (its file read to the end, or failed reading)."""
+        self.model_warmup_latency.labels(record.model_path, record.status).observe(
+            record.seconds * 1e6
+        )
+        self.model_warmup_records_read.labels(record.model_path).inc(record.records)
 
     # -- exposition ----------------------------------------------------------------------------
 

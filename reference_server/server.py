@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from reference_server.reloading import start_polling
 from reference_server.rest_api import build_rest_app
 from reference_server.security import ServerSecurity
 from reference_server.servable import Servable, SessionOptions
+from reference_server.warmup import WarmupRecord, run_warmup
 
 log = logging.getLogger("reference_server")
 
@@ -168,13 +170,30 @@ class ModelServer:
         self._access_log = AccessLog.from_flags(flags)
         self._grpc: grpc.aio.Server | None = None
         self._rest: web.AppRunner | None = None
+        # Warm-ups run while models load, before the metrics exist: kept until they do.
+        self._warmups: list[WarmupRecord] = []
+        self._warmup_lock = threading.Lock()
 
     def _load_servable(
         self, name: str, version: int, path: Path, options: SessionOptions
     ) -> Servable:
         if self.model_batching is not None:
             self.model_batching.load(name, version, path)
-        return Servable(name, version, path, options)
+        servable = Servable(name, version, path, options)
+        if not self.flags.enable_model_warmup:
+            return servable
+        try:
+            run_warmup(servable, self.flags.num_request_iterations_for_warmup, self._note_warmup)
+        except Exception:
+            servable.close()
+            raise
+        return servable
+
+    def _note_warmup(self, record: WarmupRecord) -> None:
+        with self._warmup_lock:
+            self._warmups.append(record)
+            if self.metrics is not None:
+                self.metrics.observe_warmup(record)
 
     def load_models(self) -> None:
         self.device = self._report_device()
@@ -209,7 +228,10 @@ class ModelServer:
             metrics.watch_scheduler(scheduler.queue_depth, scheduler.rejected_full)
         core = InferenceCore(self.registry, scheduler, model_batching=self.model_batching)
         core.observers.append(metrics.observe_request)
-        self.metrics = metrics
+        with self._warmup_lock:
+            for record in self._warmups:
+                metrics.observe_warmup(record)
+            self.metrics = metrics
         return core
 
     async def _start_grpc(self, core: InferenceCore) -> int:

@@ -27,6 +27,7 @@ from scenarios.signatures import Signature, from_signature_def_map
 from scenarios.tfs_wire import (
     METADATA_METHOD,
     PREDICT_METHOD,
+    answer_version,
     decode_signature_defs,
     metadata_request_bytes,
     model_spec,
@@ -154,12 +155,13 @@ class GrpcPredictUser(PredictUser):
         for channel in self.own_channels:
             channel.close()
 
-    def send(self, key: Key, kind: RequestKind) -> str | None:
+    def send(self, key: Key, kind: RequestKind) -> tuple[str | None, int | None]:
         caller = next(self.callers)
         started = time.perf_counter()
-        status, error, length = None, None, 0
+        status, error, length, version = None, None, 0, None
         try:
-            length = len(caller(self.bodies[kind], timeout=self.timeout, metadata=self.metadata))
+            answer = caller(self.bodies[kind], timeout=self.timeout, metadata=self.metadata)
+            length, version = len(answer), answer_version(answer)
         except grpc.RpcError as rpc_error:
             status = rpc_error.code().name
             error = GrpcStatusError(f"{status}: {rpc_error.details()}")
@@ -171,4 +173,4 @@ class GrpcPredictUser(PredictUser):
             exception=error,
             context={},
         )
-        return status
+        return status, version

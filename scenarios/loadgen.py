@@ -34,12 +34,13 @@ from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import StatsEntry
 
 from scenarios.arrivals import Plan, SendSchedule, make_arrivals, stage_index_at
-from scenarios.mixes import MAX_KINDS, MixError, MixSampler, RequestKind
+from scenarios.mixes import MAX_KINDS, MixError, MixSampler, RequestKind, pick_value
 from scenarios.options import (
     OptionError,
     ScenarioOptions,
     Target,
     add_arguments,
+    arm_options,
     read_options,
 )
 from scenarios.payloads import Payload, PayloadError, PayloadSpec, build_payload
@@ -113,6 +114,7 @@ class Prepared:
                 "signature": options.signature,
                 "version": options.model_version,
                 "version_label": options.version_label,
+                "version_split": (options.version_split.text() if options.version_split else None),
             },
             "payload": {
                 **self.payload.describe(),
@@ -183,13 +185,17 @@ def prepare(backend: Backend, options: ScenarioOptions) -> Prepared:
             )
         payload_rows[(model, path)] = rows
         payloads[RequestKind(model, rows, 0, path)] = payload
+    arms = options.version_split.values if options.version_split else ("",)
     for kind, payload in payloads.items():
         per_model = model_options(options, kind.model)
-        requests[kind] = backend.encode(signatures[kind.model], payload, per_model)
+        for arm in arms:
+            body = backend.encode(signatures[kind.model], payload, arm_options(per_model, arm))
+            requests[dataclasses.replace(kind, arm=arm)] = body
     first = next(iter(payloads))
     signature = signatures[first.model]
+    first_body = requests[dataclasses.replace(first, arm=arms[0])]
     return Prepared(
-        options, targets, signature, payloads[first], requests[first], requests, payload_rows
+        options, targets, signature, payloads[first], first_body, requests, payload_rows
     )
 
 
@@ -283,6 +289,7 @@ class Run:
         self.claimed = 0  # trace requests claimed by users and not yet sent
         # With --raw-latency-dir: (intended, actual) send times, seconds since the run started.
         self.sends: list[tuple[float, float]] | None = None
+        self.arm_versions: dict[str, str] = {}  # the version each split arm answered from last
         runner = environment.runner
         self.is_worker = isinstance(runner, WorkerRunner)
         self.conductor = None if self.is_worker else Conductor(self)
@@ -351,8 +358,24 @@ class Run:
         return Tags(kind_label(kind.model, kind.rows, kind.length, kind.payload), second)
 
     def draw_kind(self, entry: TraceEntry | None = None) -> RequestKind:
+        """The next request's kind, and its version-split arm when there is a split."""
         assert self.sampler is not None and self.prepared is not None
-        return self.prepared.kind_for(entry, self.sampler.draw())
+        kind = self.prepared.kind_for(entry, self.sampler.draw())
+        split = self.options.version_split if self.options else None
+        if split is None:
+            return kind
+        arm = pick_value(split.values, split.cumulative(), self.sampler.rng)
+        return dataclasses.replace(kind, arm=arm)
+
+    def version_of(self, kind: RequestKind, answered: int | None) -> str:
+        """What a request counts under by version: the version that answered; for a failure
+        (or an answer that does not say), the version its arm was last answered by, else the
+        arm itself ("" without a split)."""
+        if answered is not None:
+            if kind.arm:
+                self.arm_versions[kind.arm] = str(answered)
+            return str(answered)
+        return self.arm_versions.get(kind.arm, kind.arm)
 
     def key_for(self, intended: float) -> Key:
         """Where a request intended at `intended` is recorded: its stage, warm-up or not."""
@@ -616,6 +639,8 @@ class Conductor:
             kinds=recorder.kinds(),
             seconds=recorder.seconds(),
             server_seconds=by_second(self.readings),
+            versions=recorder.versions(),
+            second_versions=recorder.second_versions(),
         )
         if run.options and run.options.result_file:
             write_result(Path(run.options.result_file), result)
@@ -776,9 +801,10 @@ class PredictUser(User):
             return 0.0
         return options.think_time_s
 
-    def send(self, key: Key, kind: RequestKind) -> str | None:
-        """Send the prepared request of `kind` once; fire Locust's request event; return None
-        if OK, else the status (gRPC code name, HTTP_<status>, or the exception's name)."""
+    def send(self, key: Key, kind: RequestKind) -> tuple[str | None, int | None]:
+        """Send the prepared request of `kind` once; fire Locust's request event; return the
+        status (None if OK, else the gRPC code name, HTTP_<status>, or the exception's name)
+        and the model version the answer names (None when it names none)."""
         raise NotImplementedError
 
     @task
@@ -805,17 +831,18 @@ class PredictUser(User):
             origin = self.bench.run_started_at
             self.bench.sends.append((intended - origin, now - origin))
         try:
-            status = self.send(key, kind)
+            status, answered = self.send(key, kind)
         except gevent.GreenletExit:
             recorder.abandoned(key)
             raise
         except Exception as exc:
-            recorder.failed(key, type(exc).__name__, tags)
+            recorder.failed(key, type(exc).__name__, tags, self.bench.version_of(kind, None))
             raise
+        version = self.bench.version_of(kind, answered)
         if status is None:
-            recorder.succeeded(key, (time.perf_counter() - since) * 1e6, tags)
+            recorder.succeeded(key, (time.perf_counter() - since) * 1e6, tags, version)
         else:
-            recorder.failed(key, status, tags)
+            recorder.failed(key, status, tags, version)
 
     def open_loop(self, options: ScenarioOptions) -> None:
         """Claim the next send time of this process's schedule, wait for it, send; again."""

@@ -111,6 +111,7 @@ class RequestKind:
     rows: int
     length: int
     payload: str = ""
+    arm: str = ""  # the version split's arm (a label or a version number); "": none
 
     def label(self) -> str:
         text = f"{self.model} rows={self.rows} length={self.length}"
@@ -148,6 +149,14 @@ class RequestMix:
         }
 
 
+def pick_value(values: tuple[str, ...], cumulative: list[float], rng: random.Random) -> str:
+    """One of `values`, drawn with the weights whose running sums are `cumulative`."""
+    if len(values) == 1:
+        return values[0]
+    index = bisect.bisect_right(cumulative, rng.random() * cumulative[-1])
+    return values[min(index, len(values) - 1)]
+
+
 class MixSampler:
     """Draws request kinds from a mix with its own seeded generator."""
 
@@ -157,14 +166,8 @@ class MixSampler:
             (dist.values, dist.cumulative()) for dist in (mix.models, mix.rows, mix.lengths)
         ]
 
-    def _pick(self, values: tuple[str, ...], cumulative: list[float]) -> str:
-        if len(values) == 1:
-            return values[0]
-        index = bisect.bisect_right(cumulative, self.rng.random() * cumulative[-1])
-        return values[min(index, len(values) - 1)]
-
     def draw(self) -> RequestKind:
-        model, rows, length = (self._pick(*part) for part in self.parts)
+        model, rows, length = (pick_value(*part, self.rng) for part in self.parts)
         return RequestKind(model, int(rows), int(length))
 
     def __iter__(self) -> Iterator[RequestKind]:

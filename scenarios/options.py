@@ -8,7 +8,7 @@ values from the web UI arrive as strings, so `read_options` converts every value
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +34,12 @@ OPTIONS: tuple[tuple[str, Any, str], ...] = (
     ("signature", "serving_default", "signature to call"),
     ("model-version", "", "model version to call (default: the server's choice)"),
     ("version-label", "", "version label to call (instead of --model-version)"),
+    (
+        "version-split",
+        "",
+        "A/B of versions: traffic split over version labels or numbers, e.g. "
+        "stable=0.9,canary=0.1 or 1=0.5,2=0.5 (instead of --model-version/--version-label)",
+    ),
     (
         "rows",
         "1",
@@ -175,6 +181,7 @@ class ScenarioOptions:
     trace_speed: float = 1.0
     trace_loop: bool = False
     max_batch_size: int = 0
+    version_split: Distribution | None = None  # arms: labels or version numbers, weighted
 
     @property
     def open_loop(self) -> bool:
@@ -259,6 +266,7 @@ def read_options(namespace: Any, host: str | None) -> ScenarioOptions:
         trace_speed=_typed(namespace, "trace-speed", float, 0.001),
         trace_loop=_flag(namespace, "trace-loop"),
         max_batch_size=_typed(namespace, "max-batch-size", int, 0),
+        version_split=parse_version_split(_text(namespace, "version-split")),
     )
     _check_load(options, _choice(namespace, "arrival", ARRIVALS))
     return options
@@ -275,6 +283,31 @@ def _mix(namespace: Any) -> RequestMix:
         )
     except MixError as exc:
         raise OptionError(str(exc)) from None
+
+
+def parse_version_split(text: str | None) -> Distribution | None:
+    """`stable=0.9,canary=0.1`: arms (labels, or numbers for versions) with weights."""
+    if not text:
+        return None
+    if any("=" not in part for part in text.split(",") if part.strip()):
+        raise OptionError(
+            f"--version-split: use ARM=WEIGHT,ARM=WEIGHT with labels or version numbers "
+            f"(e.g. stable=0.9,canary=0.1), got {text!r}"
+        )
+    try:
+        return parse_distribution(text.replace("=", ":"), numeric=False, what="--version-split")
+    except MixError as exc:
+        raise OptionError(str(exc)) from None
+
+
+def arm_options(options: ScenarioOptions, arm: str) -> ScenarioOptions:
+    """The options a request of one version-split arm is sent with: a number is a version,
+    anything else a label; "" (no split) leaves the options as they are."""
+    if not arm:
+        return options
+    if arm.isdigit():
+        return replace(options, model_version=int(arm), version_label=None)
+    return replace(options, model_version=None, version_label=arm)
 
 
 def _trace(path: str | None) -> Trace | None:
@@ -340,6 +373,12 @@ def _stages(text: str | None) -> tuple[Stage, ...]:
 def _check_load(options: ScenarioOptions, arrival: str) -> None:
     if options.model_version is not None and options.version_label:
         raise OptionError("give --model-version or --version-label, not both")
+    if options.version_split is not None and (
+        options.model_version is not None or options.version_label
+    ):
+        raise OptionError(
+            "--version-split names the versions: leave out --model-version and --version-label"
+        )
     if options.trace is not None:
         _check_trace(options, arrival)
         return

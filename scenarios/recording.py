@@ -74,6 +74,8 @@ class Tags:
 
 KIND_PREFIX = "kind="
 SECOND_PREFIX = "second="
+VERSION_PREFIX = "version="
+SECOND_VERSION_PREFIX = "second-version="
 
 
 @dataclass
@@ -122,13 +124,17 @@ class Recorder:
     `succeeded`, `failed` or `abandoned` (its greenlet was killed). Requests still in flight
     when the recorder is closed count as incomplete; anything after `close()` is ignored.
     With `Tags`, each event is also counted by request kind and by second; `incomplete` is
-    kept for keys only.
+    kept for keys only. An answer's (or a failed request's) `version` (the model version that
+    answered, or the version split's arm it was sent to; "" when unknown) also counts it by
+    version, measured requests overall and every request by second.
     """
 
     def __init__(self, *, keep_raw: bool = False) -> None:
         self._tallies: dict[Key, Tally] = {}
         self._kinds: dict[str, Tally] = {}
         self._seconds: dict[int, Tally] = {}
+        self._versions: dict[str, Tally] = {}
+        self._second_versions: dict[tuple[int, str], Tally] = {}
         self._in_flight: Counter[Key] = Counter()
         self.closed = False
         self.raw_us: list[int] | None = [] if keep_raw else None
@@ -154,17 +160,28 @@ class Recorder:
                 tally.sent += 1
             self._in_flight[key] += 1
 
-    def succeeded(self, key: Key, latency_us: float, tags: Tags | None = None) -> None:
+    def _by_version(self, key: Key, tags: Tags | None, version: str) -> list[Tally]:
+        """The version tallies an answer from `version` counts in (none if unknown)."""
+        if not version:
+            return []
+        tallies = [] if key.warmup else [_breakdown(self._versions, version)]
+        if tags is not None:
+            tallies.append(_breakdown(self._second_versions, (tags.second, version)))
+        return tallies
+
+    def succeeded(
+        self, key: Key, latency_us: float, tags: Tags | None = None, version: str = ""
+    ) -> None:
         if self._finish(key):
             value = min(max(int(latency_us), LOWEST_US), HIGHEST_US)
-            for tally in self._all(key, tags):
+            for tally in self._all(key, tags) + self._by_version(key, tags, version):
                 tally.histogram.record_value(value)
             if self.raw_us is not None and not key.warmup:
                 self.raw_us.append(value)
 
-    def failed(self, key: Key, code: str, tags: Tags | None = None) -> None:
+    def failed(self, key: Key, code: str, tags: Tags | None = None, version: str = "") -> None:
         if self._finish(key):
-            for tally in self._all(key, tags):
+            for tally in self._all(key, tags) + self._by_version(key, tags, version):
                 tally.errors[code] += 1
 
     def abandoned(self, key: Key) -> None:
@@ -206,8 +223,14 @@ class Recorder:
         delta = {key.text(): tally.to_message() for key, tally in self._tallies.items()}
         delta |= {KIND_PREFIX + kind: t.to_message() for kind, t in self._kinds.items()}
         delta |= {f"{SECOND_PREFIX}{second}": t.to_message() for second, t in self._seconds.items()}
+        delta |= {VERSION_PREFIX + version: t.to_message() for version, t in self._versions.items()}
+        delta |= {
+            f"{SECOND_VERSION_PREFIX}{second}/{version}": t.to_message()
+            for (second, version), t in self._second_versions.items()
+        }
         delta = {key: data for key, data in delta.items() if _has_counts(data)}
         self._tallies, self._kinds, self._seconds = {}, {}, {}
+        self._versions, self._second_versions = {}, {}
         return delta
 
     def merge(self, delta: dict[str, dict[str, Any]]) -> None:
@@ -217,6 +240,11 @@ class Recorder:
                 _breakdown(self._kinds, text.removeprefix(KIND_PREFIX)).add_message(data)
             elif text.startswith(SECOND_PREFIX):
                 _breakdown(self._seconds, int(text.removeprefix(SECOND_PREFIX))).add_message(data)
+            elif text.startswith(VERSION_PREFIX):
+                _breakdown(self._versions, text.removeprefix(VERSION_PREFIX)).add_message(data)
+            elif text.startswith(SECOND_VERSION_PREFIX):
+                second, _, version = text.removeprefix(SECOND_VERSION_PREFIX).partition("/")
+                _breakdown(self._second_versions, (int(second), version)).add_message(data)
             else:
                 self._tally(Key.parse(text)).add_message(data)
 
@@ -230,6 +258,14 @@ class Recorder:
     def seconds(self) -> dict[int, Tally]:
         """All requests (warm-ups too) by the second of the run they were intended for."""
         return dict(self._seconds)
+
+    def versions(self) -> dict[str, Tally]:
+        """Measured requests by the version that answered (or the arm they were sent to)."""
+        return dict(self._versions)
+
+    def second_versions(self) -> dict[tuple[int, str], Tally]:
+        """All requests by (second of the run, version)."""
+        return dict(self._second_versions)
 
 
 def _breakdown(tallies: dict[Any, Tally], name: Any) -> Tally:

@@ -18,7 +18,7 @@ from locust.contrib.fasthttp import FastHttpSession
 
 from scenarios.loadgen import Backend, PredictUser, Prepared, ScenarioError, model_options
 from scenarios.mixes import RequestKind
-from scenarios.options import ScenarioOptions, Target, rest_target
+from scenarios.options import ScenarioOptions, Target, arm_options, rest_target
 from scenarios.payloads import Payload, rest_body
 from scenarios.recording import Key
 from scenarios.signatures import Signature, SignatureError, from_rest_metadata
@@ -92,8 +92,11 @@ class RestPredictUser(PredictUser, FastHttpUser):
         if prepared is None:
             raise ScenarioError("the request was not prepared (see the log for why)")
         self.paths = {
-            model: model_path(model_options(prepared.options, model)) + ":predict"
-            for model in {kind.model for kind in prepared.requests}
+            (kind.model, kind.arm): model_path(
+                arm_options(model_options(prepared.options, kind.model), kind.arm)
+            )
+            + ":predict"
+            for kind in prepared.requests
         }
         self.headers = headers(prepared.options)
         self.bodies = prepared.requests
@@ -116,17 +119,19 @@ class RestPredictUser(PredictUser, FastHttpUser):
             **extra,
         )
 
-    def send(self, key: Key, kind: RequestKind) -> str | None:
+    def send(self, key: Key, kind: RequestKind) -> tuple[str | None, int | None]:
+        """TF Serving's REST answers do not name the version: by version, REST requests
+        count under their version-split arm."""
         session = next(self.sessions)
         response = session.post(
             # Locust's stub says str | dict, but the session sends bytes as they are.
-            self.paths[kind.model],
+            self.paths[(kind.model, kind.arm)],
             data=self.bodies[kind],  # type: ignore[arg-type]  # bytes go through as they are
             headers=self.headers,
             name=self.bench.request_name(key),
         )
         if response.status_code == 200:
-            return None
+            return None, None
         if response.status_code:
-            return f"HTTP_{response.status_code}"
-        return type(getattr(response, "error", None)).__name__
+            return f"HTTP_{response.status_code}", None
+        return type(getattr(response, "error", None)).__name__, None

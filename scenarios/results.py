@@ -129,14 +129,46 @@ def kind_label(model: str, rows: int, length: int, payload: str | None) -> str:
     return json.dumps([model, rows, length, payload or ""])
 
 
+def version_figures(versions: Mapping[str, Tally], window_s: float) -> list[dict[str, Any]]:
+    """Measured figures per model version (or version-split arm), versions in number order."""
+    return [
+        {"version": version, **figures(versions[version], window_s)}
+        for version in sorted(versions, key=version_order)
+    ]
+
+
+def version_order(version: str) -> tuple[int, int, str]:
+    """Versions by number, then labels (arms) by name."""
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
+
+
+def _second_versions(
+    second_versions: Mapping[tuple[int, str], Tally],
+) -> dict[int, dict[str, dict[str, Any]]]:
+    """By second: each version's answers, failures (by code) and p99."""
+    out: dict[int, dict[str, dict[str, Any]]] = {}
+    for (second, version), tally in sorted(second_versions.items()):
+        out.setdefault(second, {})[version] = {
+            "ok": tally.ok,
+            "errors": dict(sorted(tally.errors.items())),
+            "latency_p99_ms": latency_figures(tally)["latency_p99_ms"],
+        }
+    return out
+
+
 def timeline(
-    seconds: Mapping[int, Tally], server: Mapping[int, Mapping[str, float | None]]
+    seconds: Mapping[int, Tally],
+    server: Mapping[int, Mapping[str, float | None]],
+    second_versions: Mapping[tuple[int, str], Tally] | None = None,
 ) -> list[dict[str, Any]]:
     """One entry per second of the run: offered (sent + dropped) and achieved (succeeded)
-    counts of the requests intended in that second, their p50/p99, errors, late sends, and
-    the server's queue depth and mean executed batch size over that second (when scraped)."""
+    counts of the requests intended in that second, their p50/p99, errors (and by code),
+    late sends, the server's queue depth and mean executed batch size over that second (when
+    scraped), the second's latency histogram, and, when answers named their version, each
+    version's answers, failures and p99 (``versions``)."""
     if not seconds and not server:
         return []
+    by_version = _second_versions(second_versions or {})
     last = max([*seconds, *server])
     entries = []
     for second in range(last + 1):
@@ -155,6 +187,9 @@ def timeline(
                 "latency_p99_ms": latency["latency_p99_ms"],
                 "queue_depth": server.get(second, {}).get("queue_depth"),
                 "batch_size_mean": server.get(second, {}).get("batch_size_mean"),
+                "error_codes": dict(sorted(tally.errors.items())),
+                "histogram": encode_histogram(tally.histogram) if tally.ok else "",
+                **({"versions": by_version[second]} if second in by_version else {}),
             }
         )
     return entries
@@ -192,12 +227,15 @@ def build_result(
     kinds: Mapping[str, Tally] | None = None,
     seconds: Mapping[int, Tally] | None = None,
     server_seconds: Mapping[int, Mapping[str, float | None]] | None = None,
+    versions: Mapping[str, Tally] | None = None,
+    second_versions: Mapping[tuple[int, str], Tally] | None = None,
 ) -> dict[str, Any]:
     """The whole result document.
 
     `kinds` (measured tallies by `kind_label`) become `by_kind`; `seconds` (tallies by the
     second of the run) and `server_seconds` (queue depth and batch size by second) become
-    `timeline`.
+    `timeline`; `versions` (measured tallies by answering version) become `by_version`, and
+    `second_versions` each timeline second's `versions`.
 
     `locust` maps "total" and stage indexes (as strings) to Locust's own figures;
     `generator` has "processes" (per process: cpu_seconds, cpu_percent, cpu_percent_max,
@@ -223,7 +261,8 @@ def build_result(
         "total": total,
         "stages": [stage_figures(span, tallies, locust.get(str(span.index))) for span in spans],
         "by_kind": kind_figures(kinds or {}, total["window_s"]),
-        "timeline": timeline(seconds or {}, server_seconds or {}),
+        "by_version": version_figures(versions or {}, total["window_s"]),
+        "timeline": timeline(seconds or {}, server_seconds or {}, second_versions),
     }
 
 

@@ -9,7 +9,7 @@ never clash with TensorFlow's own classes in a process that also has those.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -354,3 +354,76 @@ def decode_predict_response(response: bytes) -> dict[str, np.ndarray]:
     """The outputs of a serialized PredictResponse, by alias."""
     message = PredictResponse.FromString(response)
     return {alias: decode_tensor(tensor) for alias, tensor in message.outputs.items()}
+
+
+MODEL_SPEC_FIELD = 2  # PredictResponse.model_spec (also Classification/RegressionResponse)
+VERSION_FIELD = 2  # ModelSpec.version, a google.protobuf.Int64Value
+_LEN, _VARINT, _I64, _I32 = 2, 0, 1, 5
+
+
+def answer_version(response: bytes) -> int | None:
+    """The ``model_spec.version`` of a serialized PredictResponse without decoding its outputs
+    (a walk over the top-level fields); None when the answer names no version."""
+    spec = _length_field(response, MODEL_SPEC_FIELD)
+    wrapped = _length_field(spec, VERSION_FIELD) if spec is not None else None
+    if wrapped is None:
+        return None
+    value = _varint_field(wrapped, 1)
+    return 0 if value is None else value  # an Int64Value of 0 is written empty
+
+
+def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if offset >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[offset]
+        value |= (byte & 0x7F) << shift
+        offset, shift = offset + 1, shift + 7
+        if not byte & 0x80:
+            return value, offset
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """(number, wire type, start, end) of each top-level field: where a length-delimited
+    field's bytes are, or (value, value) for a varint; fixed-size values are skipped (no
+    copies: answers can be large). ValueError if malformed."""
+    offset = 0
+    while offset < len(data):
+        tag, offset = _read_varint(data, offset)
+        number, wire = tag >> 3, tag & 7
+        if wire == _VARINT:
+            value, offset = _read_varint(data, offset)
+            yield number, wire, value, value
+        elif wire == _LEN:
+            length, offset = _read_varint(data, offset)
+            if offset + length > len(data):
+                raise ValueError("truncated field")
+            yield number, wire, offset, offset + length
+            offset += length
+        elif wire in (_I64, _I32):
+            offset += 8 if wire == _I64 else 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+
+
+def _length_field(data: bytes, number: int) -> bytes | None:
+    found = None
+    try:
+        for field_number, wire, start, end in _fields(data):
+            if field_number == number and wire == _LEN:
+                found = (start, end)
+    except ValueError:
+        return None
+    return data[found[0] : found[1]] if found else None
+
+
+def _varint_field(data: bytes, number: int) -> int | None:
+    found = None
+    try:
+        for field_number, wire, value, _ in _fields(data):
+            if field_number == number and wire == _VARINT:
+                found = value
+    except ValueError:
+        return None
+    return found

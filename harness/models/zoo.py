@@ -102,7 +102,13 @@ def model_signature(name: str, options: dict[str, Any] | None = None) -> dict[st
 
 
 def build_model(
-    name: str, base_dir: Path, *, version: int = 1, seed: int = 0, **options: Any
+    name: str,
+    base_dir: Path,
+    *,
+    version: int = 1,
+    seed: int = 0,
+    warmup_records: int = 0,
+    **options: Any,
 ) -> Path:
     """Write model `name` as the SavedModel `base_dir/<version>/`; return that version folder.
 
@@ -112,6 +118,9 @@ def build_model(
     signature; building another version into a base dir that holds a different model or
     options is refused. Raises ValueError for bad arguments or an existing version folder.
     Building the cnn seeds Python's, NumPy's and TensorFlow's global random generators.
+    ``warmup_records`` > 0 also writes TF Serving's warm-up file into the version
+    (``assets.extra/tf_serving_warmup_requests``: that many one-row Predict requests of
+    random data), before the folder appears.
     """
     resolved = resolve_options(name, options)
     _check_version_and_seed(version, seed)
@@ -120,9 +129,11 @@ def build_model(
     if target.exists():
         raise ValueError(f"{target} already exists; choose another version or base dir")
     declared = _declaration(name, resolved)
+    if warmup_records:
+        _check_warmup_records(warmup_records)
     _check_same_model(base_dir, declared)
     base_dir.mkdir(parents=True, exist_ok=True)
-    _build_atomically(name, resolved, seed, target)
+    _build_atomically(name, resolved, seed, target, declared, warmup_records)
     _write_json_atomically(base_dir / MODEL_JSON, declared)
     return target
 
@@ -208,7 +219,23 @@ def _check_same_model(base_dir: Path, declared: dict[str, Any]) -> None:
         )
 
 
-def _build_atomically(name: str, opts: dict[str, int | float], seed: int, target: Path) -> None:
+def _check_warmup_records(records: int) -> None:
+    from harness.models.warmup_file import MAX_RECORDS
+
+    if isinstance(records, bool) or not isinstance(records, int) or not 0 <= records <= MAX_RECORDS:
+        raise ValueError(
+            f"warmup_records must be an integer in [0, {MAX_RECORDS}], got {records!r}"
+        )
+
+
+def _build_atomically(
+    name: str,
+    opts: dict[str, int | float],
+    seed: int,
+    target: Path,
+    declared: dict[str, Any],
+    warmup_records: int = 0,
+) -> None:
     # Imported here: it imports TensorFlow, which costs seconds the CLI should not pay. Its
     # C++ start-up chatter (no CUDA driver, CPU features) says nothing about the model.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -218,6 +245,10 @@ def _build_atomically(name: str, opts: dict[str, int | float], seed: int, target
     scratch = Path(tempfile.mkdtemp(prefix=f".building-{target.name}-", dir=target.parent))
     try:
         model_zoo_graphs.save_model(name, opts, seed, scratch / "model")
+        if warmup_records:
+            from harness.models.warmup_file import write_for_declared_model
+
+            write_for_declared_model(scratch / "model", declared, warmup_records, seed=seed)
         os.rename(scratch / "model", target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -47,6 +47,7 @@ from harness.plan.traffic import (
     parse_sizes,
 )
 from scenarios.arrivals import ArrivalSpec
+from scenarios.options import OptionError, parse_version_split
 
 # --- field types --------------------------------------------------------------------------------
 
@@ -114,6 +115,15 @@ OptionalSizes = Annotated[
 ArrivalAxis = Annotated[list[Annotated[ArrivalSpec, PlainValidator(parse_arrival)]], *_AXIS_RULES]
 
 
+def _version_split(text: str | None) -> str | None:
+    """The scenarios' own check of a version split, so the spec and --version-split agree."""
+    try:
+        parse_version_split(text)
+    except OptionError as exc:
+        raise ValueError(str(exc).removeprefix("--version-split: ")) from None
+    return text
+
+
 class _Strict(BaseModel):
     # strict: YAML already gives typed values, so "8" for an integer is a mistake worth naming.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -155,6 +165,8 @@ class ModelSpec(_Strict):
     # scenario's default (8).
     length: OptionalSizes = None
     payload: str | None = None  # .npy/.npz/.json file; default: random data from the metadata
+    # A/B of versions: "stable=0.9,canary=0.1" (labels) or "1=0.5,2=0.5" (version numbers).
+    version_split: Annotated[str | None, AfterValidator(_version_split)] = None
 
     def resolved_options(self) -> dict[str, int | float]:
         """The built-in model's options with defaults filled in ({} for a base path)."""

@@ -27,6 +27,7 @@ import yaml
 from harness.decide.compare import ComparisonFile, read_comparison, samples_from_result
 from harness.decide.recommend import read_recommendation
 from harness.decide.ties import candidate_intervals, interval_metrics
+from harness.decide.versions import version_rows
 from harness.errors import UserError
 from harness.metrics import INTERVAL_METRICS, METRICS, interval_ids, metric, slo_misses
 from harness.plan.batching_fields import BATCH_TIMEOUT_MICROS, FIELDS, MAX_BATCH_SIZE
@@ -73,6 +74,7 @@ def report_data(
         "batching": _batching(context, top),
         "timelines": [series.as_dict() for series in _timelines(context, recommendation, top)],
         "models": _models(run, recommendation),
+        "versions": versions_section(run),
         "points": [_point_row(context, result) for result in run.results],
         "max_rate": _max_rate_rows(context),
         "comparison": _comparison(comparison),
@@ -777,6 +779,16 @@ class TimelineSeries:
             "warmup": self.warmup,
             **self.values,
         }
+
+
+def versions_section(run: RunFolder) -> list[dict[str, Any]]:
+    """Per point answered by more than one model version: the versions side by side."""
+    out = []
+    for result in run.results:
+        rows = version_rows(result.by_version, result.timeline, result.key)
+        if rows:
+            out.append({"key": result.key, "rows": rows})
+    return out
 
 
 def _timelines(

@@ -511,6 +511,50 @@ def _shade_warmup(ax: Any, xs: Sequence[float], warmup: Sequence[bool]) -> None:
             ax.axvspan(x - 0.5, x + 0.5, color="#dddddd", alpha=0.5, linewidth=0)
 
 
+# --- roll-outs -----------------------------------------------------------------------------------
+
+VERSION_COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b")
+
+
+def rollout_chart(run: Mapping[str, Any], index: int) -> str | None:
+    """One roll-out second by second: answers per version (and failures), p99, with the
+    switch and the server's new version becoming AVAILABLE marked."""
+    timeline = run.get("timeline") or []
+    if not timeline:
+        return None
+    xs = [float(entry["second"]) for entry in timeline]
+    versions = sorted({v for entry in timeline for v in (entry.get("versions") or {})})
+    figures = run["figures"]
+
+    def draw(fig: Figure) -> None:
+        answers, latency = fig.subplots(2, 1, sharex=True)
+        for i, version in enumerate(versions):
+            counts = [(e.get("versions") or {}).get(version, {}).get("ok") for e in timeline]
+            color = VERSION_COLORS[i % len(VERSION_COLORS)]
+            _line(answers, xs, counts, f"answered by version {version}", color)
+        _line(answers, xs, [e.get("errors") or None for e in timeline], "failed", COLORS["miss"])
+        answers.set_ylabel("requests / s")
+        _line(latency, xs, [e.get("latency_p99_ms") for e in timeline], "p99", COLORS["chosen"])
+        _line(latency, xs, [e.get("latency_p50_ms") for e in timeline], "p50", COLORS["ok"])
+        latency.set_ylabel("latency (ms)")
+        if any(e.get("latency_p99_ms") for e in timeline):
+            latency.set_yscale("log")
+            latency.yaxis.set_major_formatter(ScalarFormatter())
+            latency.yaxis.set_minor_formatter(NullFormatter())
+        latency.set_xlabel("seconds since the load started (each point: requests sent that second)")
+        available = (run.get("server") or {}).get("new_available_at_s")
+        for ax in (answers, latency):
+            ax.axvline(figures["switch_at_s"], color="#000000", linestyle="--", linewidth=1,
+                       label="switch")  # fmt: skip
+            if available is not None:
+                ax.axvline(available, color="#7f7f7f", linestyle=":", linewidth=1,
+                           label="new version AVAILABLE")  # fmt: skip
+            ax.legend(fontsize=7, loc="upper left", ncols=3)
+        answers.set_title(f"warm-up records: {run['warmup_records']}", loc="left")
+
+    return _draw(f"rollout-{index}", 8.0, 4.4, draw)
+
+
 # --- all of them --------------------------------------------------------------------------------
 
 

@@ -52,11 +52,12 @@ def write_report(run_dir: Path) -> Path:
 def render_html(data: Mapping[str, Any]) -> str:
     """The report page for ``data`` (from ``build_report_data``)."""
     charts = _as_markup(plots.all_charts(data))
-    template = _environment().get_template("report.html.j2")
+    template = environment().get_template("report.html.j2")
     return template.render(data=data, charts=charts, table_metrics=TABLE_METRICS)
 
 
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
+    """The reports' Jinja2 environment: their templates, autoescape, the number filters."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("harness.report", "templates"),
         autoescape=True,

@@ -48,7 +48,9 @@ class PointResult:
     "histogram"}``) when it sent to several; ``timeline`` one entry per second of each load
     run (warm-up included: ``run``, ``at_s`` from the first run's start, ``warmup``, and the
     scenario's ``offered``, ``sent``, ``ok``, ``errors``, ``late``, ``dropped``, ``latency_p50_ms``,
-    ``latency_p99_ms``, ``queue_depth``, ``batch_size_mean``).
+    ``latency_p99_ms``, ``queue_depth``, ``batch_size_mean``, and, when answers named their
+    version, ``versions``); ``by_version`` the figures of each model version that answered (or
+    version-split arm) when more than one did.
     """
 
     point: Point
@@ -64,6 +66,7 @@ class PointResult:
     log_tail: str | None = None
     by_kind: list[dict[str, Any]] = field(default_factory=list)
     by_model: list[dict[str, Any]] = field(default_factory=list)
+    by_version: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     started_at: str | None = None
     finished_at: str | None = None

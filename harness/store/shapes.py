@@ -93,7 +93,7 @@ class PointFile(_Open):
     reason: str | None = None
     log_tail: str | None = None
     by_kind: list[_Kind] = []
-    timeline: list[dict[str, float | str | bool | None]] = []
+    timeline: list[dict[str, Any]] = []
     started_at: str | None = None
     finished_at: str | None = None
     extra: dict[str, Any] = {}

@@ -63,6 +63,7 @@ class LoadPlan:
     cpus: tuple[int, ...] = ()  # the generator's CPU set; empty: anywhere
     trace: str | None = None  # a trace replayed at ``load`` times its speed
     trace_rps: float = 0.0  # the trace's mean request rate at that speed (sizes the users)
+    version_split: str | None = None  # A/B of versions (scenarios' --version-split)
 
     @property
     def open_loop(self) -> bool:
@@ -121,6 +122,8 @@ def locust_argv(plan: LoadPlan, result_file: Path) -> list[str]:
         argv += ["--scrape-urls", ",".join(plan.scrape_urls)]
     if plan.processes > 1:
         argv += ["--processes", str(plan.processes)]
+    if plan.version_split:
+        argv += ["--version-split", plan.version_split]
     return argv
 
 

@@ -43,6 +43,7 @@ from harness.sweep.load_runner import (
     window_stages,
 )
 from harness.sweep.stability import StabilityVerdict, WindowFigures, judge, whole_pass
+from scenarios.results import version_order
 from scenarios.trace import read_trace
 
 WindowHook = Callable[[int, Mapping[str, Any]], None]
@@ -73,6 +74,7 @@ class Measurement:
     cpu_percent: list[float] = field(default_factory=list)
     runs: int = 0
     kinds: dict[KindKey, list[dict[str, Any]]] = field(default_factory=dict)  # per run
+    versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per run
     timeline: list[dict[str, Any]] = field(default_factory=list)  # every run's, in order
     elapsed_s: float = 0.0  # the runs' lengths so far: where the next run's timeline starts
     processes: int = 1
@@ -110,6 +112,7 @@ def load_plan(
         seed=spec.seed + point.repeat,
         scrape_urls=tuple(target.metrics),
         cpus=placement.generator if placement else (),
+        version_split=spec.model.version_split,
     )
     if point.traffic.trace is None:
         return plan
@@ -251,6 +254,8 @@ def _add_kinds_and_timeline(
     for entry in result.get("by_kind", []):
         kind = (entry["model"], entry["rows"], entry["length"], entry.get("payload"))
         measurement.kinds.setdefault(kind, []).append({**entry, "run": measurement.runs})
+    for entry in result.get("by_version", []):
+        measurement.versions.setdefault(entry["version"], []).append(dict(entry))
     seconds = result.get("timeline", [])
     for entry in seconds:
         second = entry["second"]
@@ -309,6 +314,31 @@ def model_figures(kinds: Mapping[KindKey, Sequence[Mapping[str, Any]]]) -> list[
     return out
 
 
+def version_figures(versions: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Per model version that answered (or version-split arm), its figures over every run of
+    the point (each run's ``by_version`` added up, histograms merged); empty when fewer than
+    two versions answered."""
+    if len(versions) < 2:
+        return []
+    out = []
+    for version in sorted(versions, key=version_order):
+        combined = combine(versions[version])
+        out.append({"version": version, **{k: combined[k] for k in _VERSION_FIELDS}})
+    return out
+
+
+_VERSION_FIELDS = (
+    "count",
+    "error_count",
+    "errors",
+    "error_rate",
+    "throughput_rps",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "histogram",
+)
+
+
 def _kind_order(item: tuple[KindKey, Any]) -> tuple[str, int, int, str]:
     model, rows, length, payload = item[0]
     return (model, rows, length, payload or "")
@@ -362,6 +392,7 @@ def point_result(
         telemetry={} if server is None else server[0],
         by_kind=kind_figures(measurement.kinds),
         by_model=model_figures(measurement.kinds),
+        by_version=version_figures(measurement.versions),
         timeline=measurement.timeline,
         started_at=started_at,
         finished_at=timestamp(),

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from harness.models.zoo import ensure_model
 from harness.store.results import ResultStore
 from tests.conftest import shared_testdata
 
@@ -168,3 +171,21 @@ def test_a_bad_spec_is_refused_naming_the_key(tmp_path):
     assert "server.batching.max_batch_size[1]" in result.stderr
     assert "server.replica" in result.stderr and "replicas" in result.stderr  # valid keys
     assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_warmup_file_from_a_payload_and_its_mistakes(tmp_path, models_dir):
+    """``batchbench warmup-file`` turns a payload file into a version's warm-up file; a
+    payload that does not fit the signature is one line naming it."""
+    version = ensure_model(models_dir, "mlp") / "1"
+    target = tmp_path / "mlp" / "1"
+    shutil.copytree(version, target)
+    shutil.copy(version.parent / "model.json", target.parent / "model.json")
+    payload = tmp_path / "x.npy"
+    np.save(payload, np.ones((3, 16), np.float32))
+    done = batchbench("warmup-file", str(target), "--payload", str(payload), "--records", "2")
+    assert done.returncode == 0, done.stderr
+    written = target / "assets.extra" / "tf_serving_warmup_requests"
+    assert done.stdout.strip() == str(written) and written.stat().st_size > 2 * 3 * 16 * 4
+    np.save(payload, np.ones((3, 5), np.float32))
+    bad = batchbench("warmup-file", str(target), "--payload", str(payload))
+    assert bad.returncode == 2 and str(payload) in bad.stderr and len(bad.stderr.splitlines()) == 1

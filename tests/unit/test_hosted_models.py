@@ -84,7 +84,7 @@ def test_models_list_the_hosted_models_their_weights_and_own_axes():
         (
             {"models": [{"builtin": "mlp", "size": 2}]},
             "models[0].size: unknown key; valid keys: builtin, base_path, name, options, "
-            "signature, rows_per_request, length, payload, weight, batching",
+            "signature, rows_per_request, length, payload, version_split, weight, batching",
         ),
     ],
 )

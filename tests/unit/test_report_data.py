@@ -12,8 +12,10 @@ import pytest
 from harness.decide import recommend
 from harness.errors import UserError
 from harness.report import build_report_data
+from harness.report.data import versions_section
 from harness.report.render import render_html, write_report
 from harness.store.results import write_json
+from harness.store.run_folder import load_run
 
 RUNS = Path(__file__).resolve().parents[1] / "golden" / "runs"
 SECTIONS = (
@@ -323,3 +325,30 @@ def test_timelines_of_the_top_configurations_are_in_the_report(traffic):
     html = render_html(traffic)
     assert html.count('id="timelines"') == 1
     assert html.count("<svg") >= len(traffic["timelines"]) + 1
+
+
+def test_a_point_answered_by_two_versions_shows_them_side_by_side(tmp_path, traffic):
+    """A point file with ``by_version`` (an A/B of versions) gets a Versions table: each
+    version's share and p99 with intervals over the timeline's seconds."""
+    run = shutil.copytree(RUNS / "report-traffic", tmp_path / "run")
+    path = next((run / "points").glob("*.json"))
+    point = json.loads(path.read_text())
+    for entry in point["timeline"]:
+        ok = entry["ok"]
+        entry["versions"] = {
+            "1": {"ok": ok - ok // 10, "errors": {}, "latency_p99_ms": 10.0 + entry["at_s"] % 2},
+            "2": {"ok": ok // 10, "errors": {}, "latency_p99_ms": 30.0 + entry["at_s"] % 3},
+        }
+    point["by_version"] = [
+        {"version": "1", "count": 900, "error_count": 0, "latency_p99_ms": 11.0},
+        {"version": "2", "count": 100, "error_count": 2, "errors": {"INTERNAL": 2}},
+    ]
+    path.write_text(json.dumps(point))
+    (shown,) = versions_section(load_run(run))
+    assert shown["key"] == point["key"]
+    rows = {row["version"]: row for row in shown["rows"]}
+    assert rows["2"]["share"] == pytest.approx(102 / 1002) and rows["2"]["error_count"] == 2
+    assert rows["2"]["p99_change"]["ci_low"] > 1.0  # 30-32 ms against 10-11 ms
+    assert traffic["versions"] == []  # no point of the stored run has two versions
+    html = render_html({**traffic, "versions": [shown]})
+    assert html.count('id="versions"') == 1 and 'href="#versions"' in html

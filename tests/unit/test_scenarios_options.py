@@ -11,6 +11,7 @@ from scenarios.options import (
     OptionError,
     Target,
     add_arguments,
+    arm_options,
     grpc_target,
     read_options,
     rest_target,
@@ -70,6 +71,10 @@ def test_open_loop_stages() -> None:
         (("--rows", "64", "--max-batch-size", "32"), "over --max-batch-size 32"),
         (("--rest-format", "csv"), "--rest-format must be one of row, columnar"),
         (("--request-timeout", "soon"), "--request-timeout must be float"),
+        (("--version-split", "stable:0.9"), "--version-split: use ARM=WEIGHT"),
+        (("--version-split", "a=1,a=2"), "--version-split: values must differ"),
+        (("--version-split", "a=x"), "--version-split: weight 'x' is not a number"),
+        (("--version-split", "1=1", "--model-version", "2"), "leave out --model-version"),
     ],
 )
 def test_bad_options_are_named(argv: tuple[str, ...], message: str) -> None:
@@ -103,3 +108,15 @@ def test_a_trace_takes_stages_without_rates_as_its_windows(tmp_path) -> None:
         read_options(parse("--trace", str(trace), "--stages", "1s:4:100"), "h:1")
     with pytest.raises(OptionError, match="leave out --arrival"):
         read_options(parse("--trace", str(trace), "--arrival", "poisson", "--rate", "5"), "h:1")
+
+
+def test_a_version_split_names_labels_or_versions() -> None:
+    options = read_options(parse("--version-split", "stable=9,canary=1"), "h:1")
+    assert options.version_split is not None
+    assert options.version_split.values == ("stable", "canary")
+    assert options.version_split.weights == pytest.approx((0.9, 0.1))
+    by_label = arm_options(options, "canary")
+    assert (by_label.model_version, by_label.version_label) == (None, "canary")
+    by_number = arm_options(options, "2")
+    assert (by_number.model_version, by_number.version_label) == (2, None)
+    assert arm_options(options, "") is options

@@ -7,6 +7,7 @@ import random
 from scenarios.recording import (
     Key,
     Recorder,
+    Tags,
     decode_histogram,
     encode_histogram,
     merge_histograms,
@@ -99,3 +100,30 @@ def test_encoded_histograms_merge_later() -> None:
     merged = merge_histograms([encode_histogram(one), "", encode_histogram(two)])
     assert merged.get_total_count() == 2
     assert Key.parse(Key(3, warmup=True).text()) == Key(3, warmup=True)
+
+
+def test_answers_are_counted_by_version_overall_and_per_second() -> None:
+    recorder = Recorder()
+    measured, warm = Key(0), Key(0, warmup=True)
+    for key, second, version, ok in [
+        (warm, 0, "1", True),
+        (measured, 1, "1", True),
+        (measured, 1, "2", True),
+        (measured, 2, "2", False),
+        (measured, 2, "", True),  # an answer that names no version counts nowhere by version
+    ]:
+        tags = Tags("kind", second)
+        recorder.started(key, tags)
+        if ok:
+            recorder.succeeded(key, 1000, tags, version)
+        else:
+            recorder.failed(key, "UNAVAILABLE", tags, version)
+    merged = Recorder()
+    merged.merge(recorder.take_delta())
+    versions = merged.versions()
+    assert {v: (t.ok, dict(t.errors)) for v, t in versions.items()} == {
+        "1": (1, {}),  # the warm-up answer is left out of the measured figures
+        "2": (1, {"UNAVAILABLE": 1}),
+    }
+    seconds = {k: (t.ok, sum(t.errors.values())) for k, t in merged.second_versions().items()}
+    assert seconds == {(0, "1"): (1, 0), (1, "1"): (1, 0), (1, "2"): (1, 0), (2, "2"): (0, 1)}

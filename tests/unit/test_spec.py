@@ -125,6 +125,11 @@ def test_spec_objects_are_frozen():
             "server.batching.allowed_batch_sizes[0]: entries must be strictly increasing",
         ),
         (spec_with(server={"replicas": [1, 1]}), "server.replicas: 1 is listed twice"),
+        (
+            spec_with(model={"builtin": "mlp", "version_split": "stable:0.9"}),
+            "model.version_split: use ARM=WEIGHT,ARM=WEIGHT with labels or version numbers "
+            "(e.g. stable=0.9,canary=0.1), got 'stable:0.9'",
+        ),
         (spec_with(protocol="udp"), "protocol: must be 'grpc', 'rest' or 'both' (got 'udp')"),
         (spec_with(load={"concurrency": [0]}), "load.concurrency[0]: must be > 0 (got 0)"),
         (

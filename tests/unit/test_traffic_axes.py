@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,14 @@ from harness.plan.spec import MeasurementSpec, validate_spec
 from harness.plan.traffic import Sizes, Traffic, arrival_argv, parse_arrival, parse_sizes
 from harness.servers.targets import RunningTarget
 from harness.sweep.load_runner import LoadPlan, locust_argv
-from harness.sweep.measure import Measurement, add_run, kind_figures, load_plan, replay_windows
+from harness.sweep.measure import (
+    Measurement,
+    add_run,
+    kind_figures,
+    load_plan,
+    replay_windows,
+    version_figures,
+)
 from harness.sweep.stability import WindowFigures, whole_pass
 from scenarios.arrivals import ArrivalSpec
 from tests.unit.test_load_runner import stage
@@ -315,3 +323,25 @@ def test_an_exclude_rule_on_an_arrival_not_swept_is_a_typo():
         "matrix.exclude[0].arrival: {'kind': 'constant'} is not a value of arrival in load "
         "([{'kind': 'poisson'}])"
     ) in str(err.value)
+
+
+def test_versions_add_up_over_runs_and_reach_locust():
+    plan = LoadPlan("grpc", ("grpc://h:1",), "m", "concurrency", 4, 1.0, 1.0, 3)
+    measurement = Measurement()
+    for _ in range(2):
+        versions = [
+            {"version": "2", **stage([2000] * 10, 3.0)},
+            {"version": "1", **stage([1000] * 90, 3.0)},
+        ]
+        add_run(measurement, {"stages": [], "by_version": versions, "timeline": []}, plan, 0)
+    rows = version_figures(measurement.versions)
+    assert [(r["version"], r["count"]) for r in rows] == [("1", 180), ("2", 20)]
+    assert rows[1]["latency_p99_ms"] == pytest.approx(2.0, rel=0.01) and rows[1]["histogram"]
+    one = Measurement()
+    add_run(one, {"stages": [], "by_version": versions[:1], "timeline": []}, plan, 0)
+    assert version_figures(one.versions) == []  # one version: nothing side by side
+    split = LoadPlan(
+        "grpc", ("grpc://h:1",), "m", "concurrency", 4, 1.0, 1.0, 3, version_split="a=1,b=1"
+    )
+    argv = locust_argv(split, Path("r.json"))
+    assert argv[argv.index("--version-split") + 1] == "a=1,b=1"

@@ -1,0 +1,1 @@
+"""Model version roll-outs measured under load (`batchbench rollout`)."""
