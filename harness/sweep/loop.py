@@ -149,7 +149,7 @@ def run_sweep(
     models_dir = store.root.parent / "models"
     sweep = Sweep(spec, store, make_progress(len(points), live=live))
     sweep.model_base = model_base(spec, models_dir)
-    if spec.target.kind != "external":
+    if spec.target.starts_servers:
         sweep.command = server_command(spec)
     print(f"run folder: {store.root}\n{len(points)} points, {estimate.describe()}", flush=True)
     interrupted = False
@@ -253,9 +253,10 @@ def _open_store(
 
 def model_base(spec: SweepSpec, models_dir: Path) -> Path | None:
     """The SavedModel base path the servers load: the spec's, or a built-in built on first
-    use under ``models_dir``; None for an external target."""
+    use under ``models_dir``; None for an external target (and a command target given only
+    the served model's name)."""
     model = spec.model
-    if spec.target.kind == "external":
+    if spec.target.kind == "external" or not (model.base_path or model.builtin):
         return None
     if model.base_path:
         base = Path(model.base_path)
