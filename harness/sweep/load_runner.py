@@ -346,12 +346,22 @@ def worker_records(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Each Locust process of a run, what it was and its CPU figures, for the point file."""
     out = []
     for name, info in sorted(result.get("generator", {}).get("processes", {}).items()):
-        role = "master" if name == "master" else ("remote" if info.get("remote") else "local")
+        role = _role(name, info)
         keys = ("host", "remote", "pid", "cpu_seconds", "cpu_percent", "runnable_percent")
         record = {"id": name, "role": role, **{k: info.get(k) for k in keys}}
         record.update(sent=info.get("sent"), final_report=info.get("final_report", False))
         out.append(record)
     return out
+
+
+def _role(name: str, info: Mapping[str, Any]) -> str:
+    """master, local or remote; ``unreported`` for a worker Locust knew of but whose reports
+    never reached the master (so nothing says where it ran)."""
+    if name == "master":
+        return "master"
+    if "host" not in info:
+        return "unreported"
+    return "remote" if info.get("remote") else "local"
 
 
 def dropped_workers(result: Mapping[str, Any], plan: LoadPlan) -> str | None:

@@ -224,7 +224,13 @@ def add_run(
         measurement.invalid_reasons.append(bound)
     if dropped := dropped_workers(result, plan):
         measurement.invalid_reasons.append(dropped)
-    measurement.workers.append({"run": measurement.runs - 1, "processes": worker_records(result)})
+    measurement.workers.append(
+        {
+            "run": measurement.runs - 1,
+            "sent": result.get("total", {}).get("sent"),  # the run's merged count
+            "processes": worker_records(result),
+        }
+    )
     cpu = generator_cpu_percent(result, plan.duration_s)
     if cpu is not None:
         measurement.cpu_percent.append(cpu)
