@@ -6,7 +6,9 @@ For each worker count the rate is stepped up (as in generator_capacity: < 1% lat
 valid run, no errors or drops, at least 97% answered) until a step fails; the figure is the
 last rate that passed. Scaling efficiency = rate(N) / (N x rate(1)): how much of another
 worker process's capacity a sweep gets. On a 2-core machine the no-op server shares the
-cores, so 2 and 3 workers also show what contention costs.
+cores, so 2 and 3 workers also show what contention costs; the rate per worker CPU-second
+(and its ratio to one worker's) is what a worker core sustains whatever else runs, the figure
+to size a multi-host sweep with.
 Run: python -m benchmarks.worker_scaling
 """
 
@@ -30,7 +32,7 @@ from scenarios.arrivals import ArrivalSpec
 
 WORKERS = (1, 2, 3)
 STEP_RPS = 250.0  # per worker
-FIRST_RPS = 500.0  # per worker
+FIRST_RPS = 250.0  # per worker
 MAX_STEPS = 16
 SECONDS = 4.0
 SHARED = "below 1: the workers share the cores with each other and with the server"
@@ -120,11 +122,13 @@ def best_rate(steps: list[dict[str, Any]]) -> float | None:
 
 
 def per_worker_core(steps: list[dict[str, Any]]) -> float | None:
-    """Requests/s per core the workers used at the last passing step: what one worker core
-    sustains when the machine's other load takes part of its CPU."""
-    best = best_step(steps)
-    cores = sum(c or 0 for c in best["worker_cpu_percent"]) / 100 if best else 0
-    return best["throughput_rps"] / cores if best and cores else None
+    """Requests/s per core the workers used, at the step that answered the most: what one
+    worker core sustains, even when the machine's other load left the workers less."""
+    if not steps:
+        return None
+    top = max(steps, key=lambda s: s["throughput_rps"] or 0.0)
+    cores = sum(c or 0 for c in top["worker_cpu_percent"]) / 100
+    return top["throughput_rps"] / cores if cores else None
 
 
 def rows(details: Mapping[int, list[dict[str, Any]]]) -> list:
@@ -151,10 +155,20 @@ def rows(details: Mapping[int, list[dict[str, Any]]]) -> list:
                 f"generator capacity grpc per worker CPU-second, {count} worker(s)",
                 per_worker_core(steps),
                 unit="req/s",
-                notes="throughput / the workers' CPU shares together, at the last passing step",
+                notes="throughput / the workers' CPU shares together, at the busiest step",
             )
         )
         if count > 1:
+            cost = per_worker_core(steps)
+            one = per_worker_core(details.get(1, []))
+            out.append(
+                result(
+                    f"worker scaling per CPU-second, {count} workers (vs 1 worker)",
+                    cost / one if cost and one else None,
+                    unit="x",
+                    notes="1: a request costs the workers as much CPU with more of them",
+                )
+            )
             efficiency = best / (count * single) if best and single else None
             out.append(
                 result(

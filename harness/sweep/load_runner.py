@@ -315,25 +315,22 @@ def generator_cores_used(result: Mapping[str, Any]) -> float | None:
     return sum(percents) / 100.0 if percents else None
 
 
-def runnable_worker(result: Mapping[str, Any]) -> tuple[str, float] | None:
+def runnable_worker(result: Mapping[str, Any]) -> tuple[float, str, bool] | None:
     """The load-generating process (local or remote) that was runnable the largest share of
-    the run (%), with that share."""
+    the run: that share (%), its label and whether it is a remote worker."""
     processes = result.get("generator", {}).get("processes", {})
     shares = [
-        (info["runnable_percent"], worker_label(name, info))
+        (info["runnable_percent"], worker_label(name, info), bool(info.get("remote")))
         for name, info in processes.items()
         if name != "master" and info.get("runnable_percent") is not None
     ]
-    if not shares:
-        return None
-    share, label = max(shares)
-    return label, share
+    return max(shares, default=None)
 
 
 def generator_runnable_percent(result: Mapping[str, Any]) -> float | None:
     """The highest share of the run (%) any load-generating process was runnable."""
     found = runnable_worker(result)
-    return found[1] if found else None
+    return found[0] if found else None
 
 
 def worker_label(name: str, info: Mapping[str, Any]) -> str:
@@ -400,12 +397,11 @@ def generator_bound(result: Mapping[str, Any], plan: LoadPlan, machine_cores: in
             "the generator, not the server"
         )
     runnable = runnable_worker(result)
-    if runnable is not None and runnable[1] > MAX_CPU_PERCENT:
-        label, share = runnable
-        local = "remote" not in label
+    if runnable is not None and runnable[0] > MAX_CPU_PERCENT:
+        share, label, remote = runnable
         return (
             f"generator-bound: load process {label} was runnable {share:.0f}% of the time "
-            f"{f'on {where} ' if local else ''}(limit {MAX_CPU_PERCENT:g}%): it was short of "
+            f"{'' if remote else f'on {where} '}(limit {MAX_CPU_PERCENT:g}%): it was short of "
             "CPU, so the point measured the generator, not the server"
         )
     return None
