@@ -4,13 +4,15 @@ hook templates and the endpoints a hook prints."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
 from harness.errors import UserError
 from harness.plan.hooks import environment, render, unknown_placeholders
-from harness.plan.spec import validate_spec
-from harness.servers.command import parse_endpoints
+from harness.plan.points import expand_matrix
+from harness.plan.spec import Hook, validate_spec
+from harness.servers.command import HookError, deploy, parse_endpoints, run_hook
 from harness.sweep.load_runner import (
     LoadPlan,
     dropped_workers,
@@ -207,3 +209,55 @@ def test_each_process_of_a_run_is_recorded_with_its_role_and_cpu():
         ("w3", "unreported", None),
     ]
     assert records[1]["sent"] == 10 and records[1]["host"] == "hosta"
+
+
+# --- running hooks (shell commands only, no servers) --------------------------------------------
+
+
+def command_spec(**hooks):
+    return validate_spec(
+        {
+            **MINIMAL,
+            "model": {"name": "m"},
+            "server": {"batching": {"max_batch_size": [8]}},
+            "target": {"kind": "command", "hooks": hooks},
+        }
+    )
+
+
+def test_a_hook_over_its_time_out_is_killed_with_its_children(tmp_path):
+    started = time.monotonic()
+    run = run_hook(
+        "apply", Hook(run="echo started; sleep 30 & sleep 30", timeout_s=0.5), {}, tmp_path
+    )
+    assert run.returncode is None and run.output == "started\n"
+    assert time.monotonic() - started < 10
+
+
+def test_a_deployment_that_never_gets_ready_fails_names_the_hook_and_is_torn_down(tmp_path):
+    spec = command_spec(
+        apply="echo applied {{replicas}} replica > applied.txt",
+        ready={"run": "echo not yet; exit 1", "timeout_s": 1.5},
+        endpoints="echo grpc 127.0.0.1:1",
+        teardown="echo gone > torn-down.txt",
+    )
+    config = expand_matrix(spec)[0].server
+    with pytest.raises(HookError) as err:
+        deploy(spec, config, tmp_path, None)
+    assert str(err.value).startswith(
+        f"target.hooks.ready failed for {config.key} (not ready within 1.5 s; last exit code 1)"
+    )
+    assert "not yet" in str(err.value)
+    assert (tmp_path / "applied.txt").read_text() == "applied 1 replica\n"
+    assert (tmp_path / "torn-down.txt").read_text() == "gone\n"
+
+
+def test_a_deployment_gets_its_values_and_endpoints(tmp_path):
+    spec = command_spec(
+        apply='test "$BATCHBENCH_MODEL" = m && grep -q "value: 8" {{batching_file}}',
+        endpoints="echo grpc 127.0.0.1:8500; echo rest http://127.0.0.1:8501",
+    )
+    deployment, endpoints = deploy(spec, expand_matrix(spec)[0].server, tmp_path, None)
+    assert [(e.grpc, e.rest) for e in endpoints] == [("127.0.0.1:8500", "http://127.0.0.1:8501")]
+    assert "--- apply (exit 0) ---" in (deployment.log_tail() or "")
+    deployment.stop()  # no teardown hook: nothing to run
