@@ -19,6 +19,7 @@ with the hook's output; the harness then runs ``teardown`` and the sweep goes on
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import subprocess
@@ -94,7 +95,8 @@ def run_hook(name: str, hook: Hook, values: Mapping[str, str], folder: Path) -> 
             output, _ = process.communicate(timeout=timeout)
             code: int | None = process.returncode
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             output, _ = process.communicate()
             code = None
     return HookRun(name, code, output or "", time.monotonic() - started)
