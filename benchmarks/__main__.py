@@ -23,6 +23,7 @@ BENCHMARKS = (
     "transport_efficiency",
     "batching_overhead",
     "generator_capacity",
+    "worker_scaling",
     "truth_synthetic",
     "traffic_shapes",
     "stall",

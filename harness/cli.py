@@ -506,6 +506,38 @@ def _add_serve(commands) -> None:
     serve.set_defaults(run=_serve, takes_server_flags=True)
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from harness.sweep.worker import run_worker
+
+    return run_worker(args.master, name=args.name, processes=args.processes, runs=args.runs)
+
+
+def _add_worker(commands) -> None:
+    worker = commands.add_parser(
+        "worker",
+        help="run Locust workers for sweeps with load.workers, on a load host, until Ctrl-C",
+        description="A Locust worker (locust --worker) for a sweep's master: it takes the "
+        "scenario and its options from the master, and starts again after every test.",
+    )
+    worker.add_argument("--master", required=True, metavar="HOST:PORT", help="the sweep's master")
+    worker.add_argument("--name", help="this worker's name in point files (default: host name)")
+    worker.add_argument(
+        "--processes", type=_count, default=1, help="worker processes on this host (default 1)"
+    )
+    worker.add_argument("--runs", type=_count, help="stop after this many tests (default: never)")
+    worker.set_defaults(run=_worker)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
 def _add_report(commands) -> None:
     report = commands.add_parser(
         "report", help="write RUN/report.html (and report.json) from a run folder"
@@ -540,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(commands)
     _add_serve(commands)
     _add_report(commands)
+    _add_worker(commands)
     _add_gate_commands(commands)
     _add_rollout(commands)
     return parser

@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import random
+import socket
 import sys
 import time
 import urllib.request
@@ -250,6 +251,9 @@ class Usage:
             ),
             "final_report": final,
             "pid": os.getpid(),
+            "host": socket.gethostname(),
+            # Set by `batchbench worker` on a load host: this process is a remote worker.
+            "remote": os.environ.get("BATCHBENCH_REMOTE_WORKER") or None,
         }
 
 
@@ -285,6 +289,7 @@ class Run:
         self.schedule: SendSchedule | None = None
         self.trace_schedule: TraceSchedule | None = None
         self.sampler: MixSampler | None = None
+        self.streams_options: ScenarioOptions | None = None  # what the streams were made from
         self.trace_done = False
         self.claimed = 0  # trace requests claimed by users and not yet sent
         # With --raw-latency-dir: (intended, actual) send times, seconds since the run started.
@@ -326,6 +331,7 @@ class Run:
         self.run_started_at = time.perf_counter()
         self.schedule = self.trace_schedule = self.sampler = None
         self.trace_done = False
+        self.streams_options = options
         if options is None:
             return
         seed = f"{options.payload.seed}:{os.getpid()}:{run_id}"
@@ -1010,6 +1016,10 @@ def _on_test_start(run: Run) -> None:
         run.environment.process_exit_code = 2
         gevent.spawn(run.environment.runner.quit)
         return
+    if run.is_worker and run.plan is not None and run.streams_options != run.options:
+        # A worker started without the test's options (`locust --worker -f -`) gets them with
+        # its first spawn, which can come after the plan: make the streams from them.
+        run.start_streams(run.run_id, run.plan)
     run.start_window()
     if run.conductor is not None:
         run.conductor.start()

@@ -26,7 +26,7 @@ from scenarios.trace import Trace, TraceError, read_trace
 
 # Seconds per point outside the windows: replicas start (a TensorFlow import each) and become
 # AVAILABLE, Locust starts, the server stops. A rough figure for a small model on a workstation.
-STARTUP_S = {"reference": 6.0, "tfserving": 6.0, "external": 2.0}
+STARTUP_S = {"reference": 6.0, "tfserving": 6.0, "external": 2.0, "command": 30.0}
 # Refuse only when even the shortest possible sweep overshoots the limit by this factor.
 FAR_BEYOND = 1.25
 
@@ -237,7 +237,7 @@ SHARED_COST = "on 2 cores an unpinned sweep measured 0.59-0.69 of what h2load sa
 
 
 def _placement(spec: SweepSpec, placements: Mapping[int, Placement]) -> Iterator[Finding]:
-    if spec.target.kind == "external" or not placements:
+    if not spec.target.starts_servers or not placements:
         return
     any_placement = next(iter(placements.values()))
     machine = set(any_placement.machine)

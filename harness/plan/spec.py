@@ -36,6 +36,7 @@ from harness.errors import UserError
 from harness.metrics import METRICS
 from harness.models import zoo as model_zoo
 from harness.plan.batching_fields import AXIS_FIELDS, MAX_BATCH_SIZE, BatchingField
+from harness.plan.hooks import PLACEHOLDERS, unknown_placeholders
 from harness.plan.placement import parse_cpus
 from harness.plan.traffic import (
     ONE_ROW,
@@ -140,14 +141,47 @@ class Endpoint(_Strict):
     metrics: str | None = None  # Prometheus URL; default: REST + /monitoring/prometheus/metrics
 
 
-class TargetSpec(_Strict):
-    """What serves the model: reference-server replicas, tensorflow_model_server, or endpoints."""
+def _hook_form(value: Any) -> Any:
+    """A hook written as a bare command is short for ``{run: COMMAND}``."""
+    return {"run": value} if isinstance(value, str) else value
 
-    kind: Literal["reference", "tfserving", "external"] = "reference"
+
+class Hook(_Strict):
+    """One shell command of a ``command`` target and how long it may take."""
+
+    run: Annotated[str, Field(min_length=1)]
+    timeout_s: PosFloat | None = None  # None: the hook's default (harness.servers.command)
+
+
+HookField = Annotated[Hook, BeforeValidator(_hook_form)]
+
+
+class CommandHooks(_Strict):
+    """The user's own deployment tooling, run per server configuration (harness.servers.command):
+    ``apply`` deploys it, ``ready`` is polled until it succeeds, ``endpoints`` prints the
+    addresses to load, ``teardown`` removes it."""
+
+    apply: HookField
+    ready: HookField | None = None
+    endpoints: HookField
+    teardown: HookField | None = None
+
+
+class TargetSpec(_Strict):
+    """What serves the model: reference-server replicas, tensorflow_model_server, endpoints, or
+    the user's own deployment commands."""
+
+    kind: Literal["reference", "tfserving", "external", "command"] = "reference"
     binary: str | None = None  # tfserving: path of tensorflow_model_server; default: from PATH
     endpoints: list[Endpoint] = []
+    hooks: CommandHooks | None = None  # command only
     ready_timeout_s: PosFloat = 120.0
     server_flags: list[str] = []  # more flags for every replica, e.g. --tensorflow_intra_op...
+
+    @property
+    def starts_servers(self) -> bool:
+        """Whether the harness runs the servers on this machine (and so places them)."""
+        return self.kind in ("reference", "tfserving")
 
 
 class ModelSpec(_Strict):
@@ -295,6 +329,15 @@ class MaxRateSpec(_Strict):
     min_achieved: Fraction = 0.9
 
 
+class WorkersSpec(_Strict):
+    """Locust workers the user starts elsewhere with ``batchbench worker --master HOST:PORT``:
+    the harness runs the Locust master bound to ``bind`` and waits up to ``wait_s`` for them."""
+
+    remote: PosInt
+    bind: Annotated[str, Field(pattern=r"^\S+:[0-9]{1,5}$")] = "0.0.0.0:5557"  # HOST:PORT
+    wait_s: PosFloat = 120.0
+
+
 # What a point's load is: closed-loop users, an open-loop rate (a max-rate search probes
 # rates), or a trace replayed at a speed.
 LoadKind = Literal["concurrency", "rate", "trace"]
@@ -317,14 +360,21 @@ class LoadSpec(_Strict):
     ) = None
     # Open loop only: an axis of arrival processes (poisson | constant | gamma | mmpp).
     arrival: ArrivalAxis = [POISSON]
-    # Locust worker processes; auto: one, and one per generator core for a point that came
-    # back generator-bound (harness.sweep.measure).
-    processes: PosInt | Literal["auto"] = "auto"
+    # Locust worker processes on this machine; auto: one (none beside remote workers), and one
+    # per generator core for a point that came back generator-bound (harness.sweep.measure).
+    processes: NonNegInt | Literal["auto"] = "auto"
+    workers: WorkersSpec | None = None  # Locust workers on other hosts
 
     @property
     def fixed_processes(self) -> int | None:
         """The process count the spec fixes; None for ``auto``."""
-        return None if self.processes == "auto" else self.processes
+        if self.processes == "auto":
+            return 0 if self.workers else None
+        return self.processes
+
+    @property
+    def remote_workers(self) -> int:
+        return self.workers.remote if self.workers else 0
 
     @property
     def kind(self) -> LoadKind:
@@ -681,11 +731,25 @@ def _check_target(spec: SweepSpec) -> Iterator[Problem]:
     target = spec.target
     if target.binary is not None and target.kind != "tfserving":
         yield "target.binary", "only for kind tfserving"
+    if (target.hooks is None) != (target.kind != "command"):
+        yield "target.hooks", "required for kind command, and only for it"
+    if target.hooks is not None:
+        yield from _check_hooks(target.hooks)
     if target.kind != "external":
         if target.endpoints:
             yield "target.endpoints", "only for kind external"
         return
     yield from _check_external(spec)
+
+
+def _check_hooks(hooks: CommandHooks) -> Iterator[Problem]:
+    for name in CommandHooks.model_fields:
+        hook = getattr(hooks, name)
+        for unknown in unknown_placeholders(hook.run) if hook else ():
+            yield (
+                f"target.hooks.{name}",
+                f"unknown placeholder {{{{{unknown}}}}}; placeholders: {', '.join(PLACEHOLDERS)}",
+            )
 
 
 def _check_external(spec: SweepSpec) -> Iterator[Problem]:
@@ -710,7 +774,12 @@ def _check_model(spec: SweepSpec) -> Iterator[Problem]:
 
 
 def _check_one_model(spec: SweepSpec, path: str, model: ModelSpec) -> Iterator[Problem]:
-    if spec.target.kind == "external":
+    if spec.target.kind == "command":
+        if model.builtin is not None and model.base_path is not None:
+            yield path, "give at most one of builtin or base_path"
+        elif not (model.name or model.builtin or model.base_path):
+            yield f"{path}.name", "kind command needs the served model name"
+    elif spec.target.kind == "external":
         if not (model.name or model.builtin):
             yield f"{path}.name", "kind external needs the served model name"
     elif (model.builtin is None) == (model.base_path is None):
@@ -746,6 +815,8 @@ def _check_hosted(spec: SweepSpec) -> Iterator[Problem]:
     only where the harness starts the servers."""
     if len(spec.models) < 2:
         yield "models", "hosts several models: give two or more (one model goes in model:)"
+    if spec.target.kind == "command":
+        yield "models", "not with target kind command: its hooks deploy one model ({{model}})"
     first, seen = spec.models[0], set()
     for i, model in enumerate(spec.models):
         if model.served_name in seen:
@@ -780,6 +851,8 @@ def _check_load(spec: SweepSpec) -> Iterator[Problem]:
             yield f"load.{key}", "must have at least 1 item(s)"
     if load.speed is not None and load.trace is None:
         yield "load.speed", "the replay speeds of load.trace: only with a trace"
+    if load.processes == 0 and not load.workers:
+        yield "load.processes", "0 only with load.workers (remote workers send the load)"
     search = load.find_max_rate
     if search and spec.confirm is not None:
         yield "confirm", "re-measures fixed points: not for load.find_max_rate"
@@ -824,12 +897,12 @@ def _check_traffic(spec: SweepSpec) -> Iterator[Problem]:
 def _check_placement(spec: SweepSpec) -> Iterator[Problem]:
     placement = spec.placement
     given = [k for k in ("servers", "generator") if getattr(placement, k) is not None]
-    external = spec.target.kind == "external"
+    external = not spec.target.starts_servers
     if placement.mode != "cpus":
         if given:
             yield f"placement.{given[0]}", f"CPU lists only with mode cpus (got {placement.mode})"
     elif external and placement.servers is not None:
-        yield "placement.servers", "kind external: the harness does not start the server"
+        yield "placement.servers", f"kind {spec.target.kind}: the harness does not start the server"
     elif placement.generator is None or not (external or placement.servers is not None):
         needs = "the generator CPU list" if external else "both servers and generator CPU lists"
         yield "placement", f"mode cpus needs {needs}"
@@ -895,9 +968,11 @@ def _axis_text(value: Any) -> str:
 
 __all__ = [
     "BatchingAxes",
+    "CommandHooks",
     "ConfirmSpec",
     "Endpoint",
     "ExcludeRule",
+    "Hook",
     "HostedModel",
     "IncludeRule",
     "LoadSpec",
@@ -911,6 +986,7 @@ __all__ = [
     "ServerSpec",
     "SweepSpec",
     "TargetSpec",
+    "WorkersSpec",
     "cross_checks",
     "format_path",
     "load_preset",

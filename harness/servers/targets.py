@@ -1,7 +1,8 @@
 """Where a sweep sends load: servers the harness starts per configuration, or fixed endpoints.
 
 ``reference`` starts reference-server replicas and ``tfserving`` the same flags and files with a
-``tensorflow_model_server`` binary; ``external`` is a deployment the harness only measures.
+``tensorflow_model_server`` binary; ``external`` is a deployment the harness only measures;
+``command`` deploys each configuration with the user's own tooling (harness.servers.command).
 Each gives a ``RunningTarget``: per protocol the addresses to spread requests over, the
 Prometheus URLs to scrape, and whether its processes are still alive.
 """
@@ -18,7 +19,8 @@ from harness.errors import UserError
 from harness.plan.batching_file import write_batching_file
 from harness.plan.placement import CpuSet, Placement, plan_placement
 from harness.plan.points import ServerConfig
-from harness.plan.spec import SweepSpec
+from harness.plan.spec import Endpoint, SweepSpec
+from harness.servers.command import CommandDeployment, deploy
 from harness.servers.hosted_models import hosted_flags
 from harness.servers.replicas import PROMETHEUS_PATH, ReplicaSet, start_replicas
 from harness.servers.server_process import REFERENCE_SERVER
@@ -36,6 +38,7 @@ class RunningTarget:
     replicas: ReplicaSet | None = None
     flags: list[str] = field(default_factory=list)
     placement: Placement | None = None
+    deployment: CommandDeployment | None = None  # a command target's configuration
 
     def placement_record(self) -> dict | None:
         """The planned CPU sets, and each replica's set as the kernel reports it."""
@@ -53,11 +56,15 @@ class RunningTarget:
         return self.replicas.exited() if self.replicas else []
 
     def log_tail(self) -> str | None:
+        if self.deployment is not None:
+            return self.deployment.log_tail()
         return self.replicas.log_tail() if self.replicas else None
 
     def stop(self) -> None:
         if self.replicas is not None:
             self.replicas.stop()
+        if self.deployment is not None:
+            self.deployment.stop()
 
 
 def machine_cpus() -> CpuSet:
@@ -77,7 +84,7 @@ def placement_for(spec: SweepSpec, replicas: int, machine: Sequence[int] = ()) -
         generator_processes=spec.load.fixed_processes,
         servers=choice.servers or (),
         generator=choice.generator or (),
-        start_servers=spec.target.kind != "external",
+        start_servers=spec.target.starts_servers,
     )
 
 
@@ -137,6 +144,13 @@ def start_target(
     placement = placement_for(spec, config.replicas)
     if spec.target.kind == "external":
         return external_target(spec, placement)
+    if spec.target.kind == "command":
+        # The spec refuses ``models:`` for a command target: its hooks get one model.
+        assert not isinstance(model_base, Mapping)
+        deployment, endpoints = deploy(spec, config, folder, model_base)
+        target = endpoint_target(endpoints, placement)
+        target.deployment = deployment
+        return target
     assert model_base is not None
     folder.mkdir(parents=True, exist_ok=True)
     flags = server_flags(spec, config, model_base, folder, batching_file)
@@ -159,7 +173,13 @@ def start_target(
 
 
 def external_target(spec: SweepSpec, placement: Placement | None = None) -> RunningTarget:
-    endpoints = spec.target.endpoints
+    return endpoint_target(spec.target.endpoints, placement)
+
+
+def endpoint_target(
+    endpoints: Sequence[Endpoint], placement: Placement | None = None
+) -> RunningTarget:
+    """A target at fixed addresses; metrics default to each REST address's Prometheus path."""
     metrics = [
         e.metrics or (e.rest.rstrip("/") + PROMETHEUS_PATH if e.rest else None) for e in endpoints
     ]

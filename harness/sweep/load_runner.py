@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.errors import UserError
 from harness.plan.spec import LoadKind
 from harness.plan.traffic import ONE_ROW, POISSON, Sizes, arrival_argv
 from harness.servers.server_process import child_argv
@@ -36,8 +38,20 @@ LOG_TAIL_LINES = 40
 _TALLY_KEYS = ("histogram", "sent", "errors", "late", "dropped", "incomplete")
 
 
+# Locust's master logs these (at INFO) while it waits for workers to connect.
+_WORKER_READY = re.compile(r"(\S+) \(index \d+\) reported as ready\.")
+_GAVE_UP = "Gave up waiting for workers to connect"
+# A remote worker's name, set by `batchbench worker`; the scenario reports it (as "remote").
+REMOTE_WORKER_ENV = "BATCHBENCH_REMOTE_WORKER"
+LOCAL_WORKER_EXIT_S = 10.0
+
+
 class LoadError(RuntimeError):
     """The load generator failed: it could not start, or wrote no result."""
+
+
+class WorkersMissing(UserError):
+    """The Locust master gave up waiting for the workers of ``load.workers`` to connect."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,19 @@ class LoadPlan:
     trace: str | None = None  # a trace replayed at ``load`` times its speed
     trace_rps: float = 0.0  # the trace's mean request rate at that speed (sizes the users)
     version_split: str | None = None  # A/B of versions (scenarios' --version-split)
+    remote_workers: int = 0  # Locust workers started elsewhere (batchbench worker)
+    master_bind: str = "0.0.0.0:5557"  # HOST:PORT the master listens on for workers
+    workers_wait_s: float = 120.0  # how long the master waits for every worker
+
+    @property
+    def distributed(self) -> bool:
+        """Whether remote workers take part (then local processes are workers we start)."""
+        return self.remote_workers > 0
+
+    @property
+    def load_workers(self) -> int:
+        """Processes that send requests: the local ones and the remote workers."""
+        return self.processes + self.remote_workers
 
     @property
     def open_loop(self) -> bool:
@@ -94,7 +121,9 @@ def locust_argv(plan: LoadPlan, result_file: Path) -> list[str]:
     argv = [
         sys.executable, "-m", "locust",
         "-f", str(SCENARIOS_DIR / SCENARIO_FILES[plan.protocol]),
-        "--headless", "--only-summary", "--loglevel", "WARNING",
+        "--headless", "--only-summary",
+        # INFO on a master with remote workers: its lines say which workers connected.
+        "--loglevel", "INFO" if plan.distributed else "WARNING",
         "--host", plan.targets[0],
         "--targets", ",".join(plan.targets),
         "--model-name", plan.model_name,
@@ -120,11 +149,36 @@ def locust_argv(plan: LoadPlan, result_file: Path) -> list[str]:
         argv += ["--payload", plan.payload]
     if plan.scrape_urls:
         argv += ["--scrape-urls", ",".join(plan.scrape_urls)]
-    if plan.processes > 1:
+    if plan.distributed:
+        host, port = split_address(plan.master_bind)
+        argv += [
+            "--master", "--master-bind-host", host, "--master-bind-port", str(port),
+            "--expect-workers", str(plan.load_workers),
+            "--expect-workers-max-wait", f"{plan.workers_wait_s:g}",
+        ]  # fmt: skip
+    elif plan.processes > 1:
         argv += ["--processes", str(plan.processes)]
     if plan.version_split:
         argv += ["--version-split", plan.version_split]
     return argv
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:5557`` for IPv6) as (host, port)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def local_worker_argv(plan: LoadPlan) -> list[str]:
+    """A Locust worker on this machine for a distributed ``plan``; it takes the options from
+    the master, as a remote one does."""
+    host, port = split_address(plan.master_bind)
+    connect = "127.0.0.1" if host in ("*", "0.0.0.0", "") else ("::1" if host == "::" else host)
+    return [
+        sys.executable, "-m", "locust", "--worker",
+        "-f", str(SCENARIOS_DIR / SCENARIO_FILES[plan.protocol]),
+        "--master-host", connect, "--master-port", str(port), "--loglevel", "WARNING",
+    ]  # fmt: skip
 
 
 def run_locust(plan: LoadPlan, result_file: Path, *, grace_s: float = 60.0) -> dict[str, Any]:
@@ -134,22 +188,34 @@ def run_locust(plan: LoadPlan, result_file: Path, *, grace_s: float = 60.0) -> d
     result_file.unlink(missing_ok=True)
     argv = locust_argv(plan, result_file)
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+    connected: list[str] = []
+    gave_up = False
+    if plan.distributed:
+        grace_s += plan.workers_wait_s
     with subprocess.Popen(
         child_argv(argv, plan.cpus, die_with_parent=False),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=_locust_env(),
+        env=locust_env(),
     ) as process:
+        workers = _start_local_workers(plan) if plan.distributed else []
         try:
             assert process.stdout is not None  # started with stdout=PIPE
             for line in process.stdout:
                 tail.append(line)
+                if ready := _WORKER_READY.search(line):
+                    connected.append(ready.group(1))
+                gave_up = gave_up or _GAVE_UP in line
             process.wait(timeout=plan.duration_s + grace_s)
         except BaseException:
             process.kill()
             raise
+        finally:
+            _stop_local_workers(workers)
+    if gave_up:
+        raise WorkersMissing(_missing_message(plan, connected))
     if not result_file.exists():
         output = "".join(tail)
         raise LoadError(f"locust exited {process.returncode} without a result\n{output}")
@@ -159,7 +225,43 @@ def run_locust(plan: LoadPlan, result_file: Path, *, grace_s: float = 60.0) -> d
         raise LoadError(str(exc)) from None
 
 
-def _locust_env() -> dict[str, str]:
+def _start_local_workers(plan: LoadPlan) -> list[subprocess.Popen[bytes]]:
+    argv = local_worker_argv(plan)
+    return [
+        subprocess.Popen(
+            child_argv(argv, plan.cpus),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=locust_env(),
+        )
+        for _ in range(plan.processes)
+    ]
+
+
+def _stop_local_workers(workers: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Local workers leave when the master tells them to; any still there are ended."""
+    for worker in workers:
+        try:
+            worker.wait(timeout=LOCAL_WORKER_EXIT_S)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def _missing_message(plan: LoadPlan, connected: Sequence[str]) -> str:
+    port = split_address(plan.master_bind)[1]
+    names = f": {', '.join(connected)}" if connected else ""
+    return (
+        f"load.workers: the Locust master on {plan.master_bind} waited {plan.workers_wait_s:g} s "
+        f"for {plan.load_workers} worker(s) ({plan.remote_workers} remote, {plan.processes} "
+        f"local) and {len(connected)} connected{names}. Start each remote one with "
+        f"`batchbench worker --master ADDRESS:{port}` (ADDRESS: this machine as the load hosts "
+        f"reach it), or lower load.workers.remote"
+    )
+
+
+def locust_env() -> dict[str, str]:
     """Locust's environment: our package importable, and no settings from the user's shell
     that would change the run behind the spec's back."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
@@ -213,22 +315,80 @@ def generator_cpu_percent(result: Mapping[str, Any], wall_s: float) -> float | N
     return 100.0 * seconds / wall_s if seconds and wall_s > 0 else None
 
 
-def generator_cores_used(result: Mapping[str, Any]) -> float | None:
-    """The load processes' CPU use together over the run, in cores (1.0 = one core busy)."""
+def _local_processes(result: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The result's processes on this machine (all but the remote workers)."""
     processes = result.get("generator", {}).get("processes", {})
+    return {name: info for name, info in processes.items() if not info.get("remote")}
+
+
+def generator_cores_used(result: Mapping[str, Any]) -> float | None:
+    """The local load processes' CPU use together over the run, in cores (1.0 = one core)."""
+    processes = _local_processes(result)
     percents = [p["cpu_percent"] for p in processes.values() if p.get("cpu_percent") is not None]
     return sum(percents) / 100.0 if percents else None
 
 
-def generator_runnable_percent(result: Mapping[str, Any]) -> float | None:
-    """The highest share of the run (%) any load-generating process was runnable."""
+def runnable_worker(result: Mapping[str, Any]) -> tuple[float, str, bool] | None:
+    """The load-generating process (local or remote) that was runnable the largest share of
+    the run: that share (%), its label and whether it is a remote worker."""
     processes = result.get("generator", {}).get("processes", {})
     shares = [
-        info["runnable_percent"]
+        (info["runnable_percent"], worker_label(name, info), bool(info.get("remote")))
         for name, info in processes.items()
         if name != "master" and info.get("runnable_percent") is not None
     ]
     return max(shares, default=None)
+
+
+def generator_runnable_percent(result: Mapping[str, Any]) -> float | None:
+    """The highest share of the run (%) any load-generating process was runnable."""
+    found = runnable_worker(result)
+    return found[0] if found else None
+
+
+def worker_label(name: str, info: Mapping[str, Any]) -> str:
+    """How a report names a process: a remote worker by its name and host."""
+    remote = info.get("remote")
+    return f"remote worker {remote} on {info.get('host', '?')} ({name})" if remote else name
+
+
+def worker_records(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each Locust process of a run, what it was and its CPU figures, for the point file."""
+    out = []
+    for name, info in sorted(result.get("generator", {}).get("processes", {}).items()):
+        role = _role(name, info)
+        keys = ("host", "remote", "pid", "cpu_seconds", "cpu_percent", "runnable_percent")
+        record = {"id": name, "role": role, **{k: info.get(k) for k in keys}}
+        record.update(sent=info.get("sent"), final_report=info.get("final_report", False))
+        out.append(record)
+    return out
+
+
+def _role(name: str, info: Mapping[str, Any]) -> str:
+    """master, local or remote; ``unreported`` for a worker Locust knew of but whose reports
+    never reached the master (so nothing says where it ran)."""
+    if name == "master":
+        return "master"
+    if "host" not in info:
+        return "unreported"
+    return "remote" if info.get("remote") else "local"
+
+
+def dropped_workers(result: Mapping[str, Any], plan: LoadPlan) -> str | None:
+    """Why a distributed run lost a worker (fewer final reports than workers), or None."""
+    if not plan.distributed:
+        return None
+    processes = result.get("generator", {}).get("processes", {})
+    reported = [n for n, info in processes.items() if n != "master" and info.get("final_report")]
+    if len(reported) >= plan.load_workers:
+        return None
+    silent = sorted(n for n, info in processes.items() if n != "master" and n not in reported)
+    names = f" (no final report from {', '.join(silent)})" if silent else ""
+    return (
+        f"worker dropped out: {len(reported)} of {plan.load_workers} Locust workers "
+        f"({plan.remote_workers} remote, {plan.processes} local) finished the run{names}: "
+        "its requests are missing from the figures"
+    )
 
 
 def generator_bound(result: Mapping[str, Any], plan: LoadPlan, machine_cores: int) -> str | None:
@@ -242,18 +402,19 @@ def generator_bound(result: Mapping[str, Any], plan: LoadPlan, machine_cores: in
     cores = len(plan.cpus) or machine_cores
     where = f"CPUs {','.join(map(str, plan.cpus))}" if plan.cpus else f"{cores} CPU(s), unpinned"
     used = generator_cores_used(result)
-    capacity = float(min(plan.processes, max(1, cores)))
+    capacity = float(min(max(1, plan.processes), max(1, cores)))
     if used is not None and 100.0 * used / capacity > MAX_CPU_PERCENT:
         return (
             f"generator-bound: {plan.processes} load process(es) used {used / capacity:.0%} of "
             f"the CPU they can use on {where} (limit {MAX_CPU_PERCENT:g}%): the point measured "
             "the generator, not the server"
         )
-    runnable = generator_runnable_percent(result)
-    if runnable is not None and runnable > MAX_CPU_PERCENT:
+    runnable = runnable_worker(result)
+    if runnable is not None and runnable[0] > MAX_CPU_PERCENT:
+        share, label, remote = runnable
         return (
-            f"generator-bound: a load process was runnable {runnable:.0f}% of the time on "
-            f"{where} (limit {MAX_CPU_PERCENT:g}%), using {100 * (used or 0):.0f}% of a core: it "
-            "was short of CPU, so the point measured the generator, not the server"
+            f"generator-bound: load process {label} was runnable {share:.0f}% of the time "
+            f"{'' if remote else f'on {where} '}(limit {MAX_CPU_PERCENT:g}%): it was short of "
+            "CPU, so the point measured the generator, not the server"
         )
     return None

@@ -159,7 +159,7 @@ def run_sweep(
     sweep = Sweep(spec, store, make_progress(len(points), live=live))
     bases = hosted_bases(spec, models_dir) if spec.multi_model else None
     sweep.model_base = bases or model_base(spec, models_dir)
-    if spec.target.kind != "external":
+    if spec.target.starts_servers:
         sweep.command = server_command(spec)
     print(f"run folder: {store.root}\n{len(points)} points, {estimate.describe()}", flush=True)
     interrupted = False
@@ -263,8 +263,10 @@ def _open_store(
 
 def model_base(spec: SweepSpec, models_dir: Path) -> Path | None:
     """The SavedModel base path the servers load: the spec's, or a built-in built on first
-    use under ``models_dir``; None for an external target."""
-    if spec.target.kind == "external":
+    use under ``models_dir``; None for an external target (and a command target given only
+    the served model's name)."""
+    model = spec.model
+    if spec.target.kind == "external" or not (model.base_path or model.builtin):
         return None
     return _model_path(spec.model, models_dir)
 

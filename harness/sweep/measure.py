@@ -36,11 +36,13 @@ from harness.sweep.load_runner import (
     LoadError,
     LoadPlan,
     combine,
+    dropped_workers,
     generator_bound,
     generator_cpu_percent,
     metric_figures,
     run_locust,
     window_stages,
+    worker_records,
 )
 from harness.sweep.stability import StabilityVerdict, WindowFigures, judge, whole_pass
 from scenarios.results import version_order
@@ -79,6 +81,7 @@ class Measurement:
     elapsed_s: float = 0.0  # the runs' lengths so far: where the next run's timeline starts
     processes: int = 1
     set_aside: str | None = None  # why a first run was set aside (generator-bound)
+    workers: list[dict[str, Any]] = field(default_factory=list)  # per run: its Locust processes
 
 
 # A request kind as the result file's ``by_kind`` names it: model, rows, length, payload.
@@ -108,11 +111,12 @@ def load_plan(
         window_s=m.window_s,
         windows=windows,
         arrival=point.traffic.arrival,
-        processes=processes or spec.load.fixed_processes or 1,
+        processes=first_processes(spec) if processes is None else processes,
         seed=spec.seed + point.repeat,
         scrape_urls=tuple(target.metrics),
         cpus=placement.generator if placement else (),
         version_split=spec.model.version_split,
+        **_remote(spec),
     )
     if point.traffic.trace is None:
         return plan
@@ -145,6 +149,23 @@ def replay_windows(pass_s: float, m: MeasurementSpec) -> tuple[float, float, int
     return warmup_s, rest / count, count
 
 
+def first_processes(spec: SweepSpec) -> int:
+    """Local load processes of a point's first run: the spec's count, or one for ``auto``."""
+    fixed = spec.load.fixed_processes
+    return 1 if fixed is None else fixed
+
+
+def _remote(spec: SweepSpec) -> dict[str, Any]:
+    workers = spec.load.workers
+    if workers is None:
+        return {}
+    return {
+        "remote_workers": workers.remote,
+        "master_bind": workers.bind,
+        "workers_wait_s": workers.wait_s,
+    }
+
+
 def measure_point(
     spec: SweepSpec,
     point: Point,
@@ -157,7 +178,7 @@ def measure_point(
     or the load generator could not run."""
     started_at = timestamp()
     m = spec.measurement
-    measurement = Measurement(processes=spec.load.fixed_processes or 1)
+    measurement = Measurement(processes=first_processes(spec))
     verdict: StabilityVerdict | None = None
     while verdict is None or not verdict.done:
         remaining = m.max_windows - len(measurement.windows)
@@ -243,6 +264,15 @@ def add_run(
     measurement.invalid_reasons += [r for r in result.get("invalid_reasons", []) if r]
     if bound := generator_bound(result, plan, len(machine_cpus())):
         measurement.invalid_reasons.append(bound)
+    if dropped := dropped_workers(result, plan):
+        measurement.invalid_reasons.append(dropped)
+    measurement.workers.append(
+        {
+            "run": measurement.runs - 1,
+            "sent": result.get("total", {}).get("sent"),  # the run's merged count
+            "processes": worker_records(result),
+        }
+    )
     cpu = generator_cpu_percent(result, plan.duration_s)
     if cpu is not None:
         measurement.cpu_percent.append(cpu)
@@ -396,7 +426,11 @@ def point_result(
         timeline=measurement.timeline,
         started_at=started_at,
         finished_at=timestamp(),
-        extra={"locust_runs": measurement.runs, "locust": _locust_figures(used)},
+        extra={
+            "locust_runs": measurement.runs,
+            "locust": _locust_figures(used),
+            "generator_workers": measurement.workers,
+        },
     )
 
 
