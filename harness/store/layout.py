@@ -4,8 +4,10 @@
 from the points), ``max_rate.json`` (a ``find_max_rate`` sweep's searches),
 ``recommendation.json`` and ``batching_parameters.txt`` (``batchbench recommend``),
 ``compare.json`` (``batchbench compare`` / ``ci``) and ``report.html`` / ``report.json`` /
-``report.png`` (``batchbench report``), and ``confirm/`` (a confirmation run: a run folder of its
-own, the round as the repeat).
+``report.png`` (``batchbench report``), ``confirm/`` (a confirmation run: a run folder of its
+own, the round as the repeat), and for a search strategy ``search.json`` (its path: every trial,
+the best so far, why it stopped) and ``search-study.log`` (a bayesian search's Optuna journal,
+which ``--resume`` continues).
 """
 
 from __future__ import annotations
@@ -21,3 +23,5 @@ REPORT_HTML_FILE = "report.html"
 REPORT_JSON_FILE = "report.json"
 REPORT_PNG_FILE = "report.png"
 CONFIRM_DIR = "confirm"
+SEARCH_FILE = "search.json"
+STUDY_FILE = "search-study.log"
