@@ -39,14 +39,10 @@ def startup_trials(budget: int) -> int:
     return max(3, min(10, budget // 3))
 
 
-def _constraints(trial: FrozenTrial) -> Sequence[float]:
-    """Optuna's constraint values: each SLO metric's relative miss (0 when met, so <= 0)."""
-    return list(trial.user_attrs.get("constraints", []))
-
-
 class BayesianSearch(_Walk):
-    """TPE, seeded, the SLO as constraints; stops at the budget or after ``patience`` measured
-    trials without a new best. ``storage`` None keeps the study in memory."""
+    """TPE, seeded, the SLO as Optuna constraints (each SLO metric's relative miss, 0 when
+    met: Optuna counts a trial feasible when every constraint is <= 0); stops at the budget or
+    after ``patience`` measured trials without a new best. ``storage`` None: in memory."""
 
     strategy = "bayesian"
 
@@ -69,7 +65,6 @@ class BayesianSearch(_Walk):
                 seed=seed,
                 n_startup_trials=startup_trials(budget),
                 multivariate=True,
-                constraints_func=_constraints if goal.slo else None,
             )
         self.study = optuna.create_study(
             study_name=STUDY_NAME,
@@ -131,11 +126,12 @@ class BayesianSearch(_Walk):
         if obs.estimate is None:
             self.study.tell(trial, state=TrialState.FAIL)
             return
-        trial.set_user_attr("constraints", self._constraint_values(obs))
+        for metric_id, miss in self._constraints(obs).items():
+            trial.set_constraint(metric_id, miss)
         self.study.tell(trial, obs.estimate)
 
-    def _constraint_values(self, obs: Observation) -> list[float]:
-        return [min(obs.misses.get(m, 0.0), MISSING) for m in self.goal.slo]
+    def _constraints(self, obs: Observation) -> dict[str, float]:
+        return {m: min(obs.misses.get(m, 0.0), MISSING) for m in self.goal.slo}
 
     def _completed(self, cut: FrozenTrial, obs: Observation) -> FrozenTrial:
         """The trial a kill cut short, as measured: its point was written before the kill."""
@@ -143,7 +139,8 @@ class BayesianSearch(_Walk):
             params=cut.params,
             distributions=cut.distributions,
             value=obs.estimate,
-            user_attrs={**cut.user_attrs, "constraints": self._constraint_values(obs)},
+            user_attrs=cut.user_attrs,
+            system_attrs={f"constraints:{m}": v for m, v in self._constraints(obs).items()},
         )
 
     def _coordinate(self, params: Mapping[str, Any]) -> Coordinate:

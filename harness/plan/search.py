@@ -65,6 +65,8 @@ class Observation:
     estimate: float | None  # the point's figure of the objective metric; None: failed
     samples: tuple[float, ...]  # the objective metric in each used window
     misses: Mapping[str, float]  # SLO metric -> relative miss; {"failed": inf} for a failure
+    # each SLO metric in each used window: two infeasible points are compared on these
+    slo_samples: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:
@@ -88,26 +90,38 @@ def observe_point(
 
 
 def better(new: Observation, old: Observation, goal: Goal, confidence: float = CONFIDENCE) -> bool:
-    """Is ``new`` better than ``old`` beyond the noise? Feasible beats infeasible; between two
-    infeasible points the smaller worst miss wins; between two feasible ones the interval
-    (at ``confidence``) of new/old - 1 must lie wholly on the better side of zero."""
+    """Is ``new`` better than ``old`` beyond the noise? Feasible beats infeasible. Between two
+    feasible points, the interval (at ``confidence``) of new/old - 1 of the objective must lie
+    wholly on the better side of zero; between two infeasible ones, the same holds for the
+    figure ``old`` missed its SLO by most (a point closer to the SLO is a step towards it)."""
     if new.estimate is None:
         return False
     if old.estimate is None:
         return True
     if new.feasible != old.feasible:
         return new.feasible
-    if not new.feasible:
-        return new.worst_miss < old.worst_miss
+    if new.feasible:
+        return _beyond_noise(new, old, goal.metric_id, goal.higher_is_better, confidence)
+    worst = max(old.misses, key=lambda m: old.misses[m])
+    higher = metric(worst).higher_is_better
+    return _beyond_noise(new, old, worst, higher, confidence)
+
+
+def _beyond_noise(
+    new: Observation, old: Observation, metric_id: str, higher: bool, confidence: float
+) -> bool:
+    def values(obs: Observation) -> tuple[float, ...]:
+        return obs.slo_samples.get(metric_id, obs.samples)
+
+    a, b = values(old), values(new)
+    if not a or not b:
+        return False
     change = bootstrap_change(
-        [old.samples],
-        [new.samples],
-        seed=seed_for(f"{old.key}/{new.key}", goal.metric_id),
-        confidence=confidence,
+        [a], [b], seed=seed_for(f"{old.key}/{new.key}", metric_id), confidence=confidence
     )
-    if change is None:  # old's figure is 0
-        return new.estimate > old.estimate if goal.higher_is_better else False
-    return change.low > 0 if goal.higher_is_better else change.high < 0
+    if change is None:  # old's figure is 0: only a rise can beat it
+        return higher and sum(b) > 0
+    return change.low > 0 if higher else change.high < 0
 
 
 def best_of(observations: Sequence[Observation], goal: Goal) -> Observation | None:
