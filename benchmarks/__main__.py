@@ -24,6 +24,7 @@ BENCHMARKS = (
     "batching_overhead",
     "generator_capacity",
     "truth_synthetic",
+    "search_replay",
     "traffic_shapes",
     "stall",
     "wrk_check",

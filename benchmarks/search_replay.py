@@ -77,7 +77,7 @@ def extract(run: Path) -> dict[str, Any]:
 def load_grid(path: Path = GRID) -> dict[str, tuple[Point, list[Summary]]]:
     """Point key -> (point, its windows' figures); failed points have no windows."""
     data = json.loads(path.read_text())
-    grid = {}
+    grid: dict[str, tuple[Point, list[Summary]]] = {}
     for entry in data["points"]:
         point = Point.from_dict(entry["point"])
         windows = [{k: float(v) for k, v in w.items() if v is not None} for w in entry["windows"]]
