@@ -80,7 +80,9 @@ def load_grid(path: Path = GRID) -> dict[str, tuple[Point, list[Summary]]]:
     grid: dict[str, tuple[Point, list[Summary]]] = {}
     for entry in data["points"]:
         point = Point.from_dict(entry["point"])
-        windows = [{k: float(v) for k, v in w.items() if v is not None} for w in entry["windows"]]
+        windows: list[Summary] = [
+            {k: float(v) for k, v in w.items() if v is not None} for w in entry["windows"]
+        ]
         grid[point.key] = (point, windows if entry["status"] == "ok" else [])
     return grid
 
