@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.decide.ranking import exclusion_reason
 from harness.decide.stats import finite_number
 from harness.errors import UserError
 from harness.models.zoo import ensure_model
@@ -163,7 +164,8 @@ def run_sweep(
     try:
         with Interrupt(sweep.progress) as interrupt:
             total = planned_count(spec, points) - len(store.completed_keys())
-            _loop(sweep, _strategy(spec, points, store), interrupt, total)
+            counted_only = spec.search.strategy != "grid"
+            _loop(sweep, _strategy(spec, points, store), interrupt, total, counted_only)
             interrupted = interrupt.requested
     except KeyboardInterrupt:
         interrupted = True
@@ -187,7 +189,12 @@ def confirm(run_dir: Path, top: int, rounds: int, *, live: bool | None = None) -
     run_confirmation(run_dir, top, rounds, live=live)
 
 
-def _loop(sweep: Sweep, strategy: Strategy, interrupt: Interrupt, total: int) -> None:
+def _loop(
+    sweep: Sweep, strategy: Strategy, interrupt: Interrupt, total: int, counted_only: bool
+) -> None:
+    """Measure what ``strategy`` asks for; ``counted_only``: it learns only from points the
+    recommender counts (a search must not climb towards an unstable or invalid point)."""
+    observed = _counted if counted_only else _summary
     for number, point in enumerate(strategy.points(), start=1):
         if interrupt.requested:
             break
@@ -196,7 +203,7 @@ def _loop(sweep: Sweep, strategy: Strategy, interrupt: Interrupt, total: int) ->
         sweep.store.write_point(result)
         sweep.store.write_csv()
         sweep.progress.point_done(result)
-        strategy.observe(point, _summary(result), used_windows(result))
+        strategy.observe(point, observed(result), used_windows(result))
         _write_records(sweep.store, strategy)
     _write_records(sweep.store, strategy)  # e.g. a search's outcome is set after its last probe
 
@@ -206,6 +213,11 @@ def _summary(result: PointResult) -> dict[str, float] | None:
     if result.status != "ok":
         return None
     return {k: v for k, v in result.metrics.items() if v is not None}
+
+
+def _counted(result: PointResult) -> dict[str, float] | None:
+    """The figures of a point the recommender counts; None for one it leaves out."""
+    return None if exclusion_reason(result) is not None else _summary(result)
 
 
 def planned_count(spec: SweepSpec, points: list[Point]) -> int:
@@ -230,7 +242,7 @@ def _strategy(spec: SweepSpec, points: list[Point], store: ResultStore) -> Strat
     done = store.completed_keys()
     if spec.search.strategy != "grid":
         results = [store.load_point(key) for key in done]
-        known = {r.key: (_summary(r), used_windows(r)) for r in results}
+        known = {r.key: (_counted(r), used_windows(r)) for r in results}
         return search_strategy(spec, points, known, store.root / STUDY_FILE)
     if spec.load.find_max_rate is None:
         return GridStrategy(points, skip=done)
