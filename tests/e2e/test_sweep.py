@@ -301,9 +301,7 @@ def test_search_preset_in_small_climbs_reports_its_path_and_confirms_its_best(tm
     assert set(points_by_key(run)) == set(measured)  # nothing outside the search's path
     assert measured[0].startswith("mbs4-bt0-") or measured[0].startswith("mbs8-bt0-")
     assert search["best"] in measured
-    confirmed = {r.key for r in ResultStore.open(run / "confirm").load_points()}
-    assert {key.removesuffix("-rep0") for key in confirmed} == {
-        search["best"].removesuffix("-rep0")
-    }
+    confirmed = {r.point.group_key for r in ResultStore.open(run / "confirm").load_points()}
+    assert confirmed == {without_repeat(search["best"])}  # 2 rounds of the best
     html = (run / "report.html").read_text()
     assert "Search path: quick" in html and "of the space's 7 configurations" in html
