@@ -92,7 +92,7 @@ class BayesianSearch(_Walk):
             key = trial.user_attrs.get("key")
             if trial.state == TrialState.RUNNING:
                 self.study.tell(trial.number, state=TrialState.FAIL)
-                if key in self._known and self._known[key].estimate is not None:
+                if key in self._known:
                     self.study.add_trial(self._completed(trial, self._known[key]))
             if key in self._known and key not in self._visited:
                 self._visited.add(key)
@@ -112,8 +112,9 @@ class BayesianSearch(_Walk):
                 trial.suggest_int(axis.name, 0, len(axis.values) - 1) for axis in self.space.axes
             )
             point = self.space.point(coordinate)
-            if point is None:  # excluded by a matrix rule: not a configuration to run
-                self.study.tell(trial, state=TrialState.FAIL)
+            if point is None:  # excluded by a matrix rule: infeasible, never to be proposed
+                trial.set_constraint("excluded", 1.0)
+                self.study.tell(trial, 0.0)
                 idle += 1
                 continue
             idle = idle + 1 if point.key in self._visited else 0
@@ -123,22 +124,30 @@ class BayesianSearch(_Walk):
         self.stopped = f"no new best in {self.patience} trials"
 
     def _tell(self, trial: Trial, obs: Observation) -> None:
-        if obs.estimate is None:
-            self.study.tell(trial, state=TrialState.FAIL)
-            return
-        for metric_id, miss in self._constraints(obs).items():
-            trial.set_constraint(metric_id, miss)
-        self.study.tell(trial, obs.estimate)
+        for key, value in self._constraints(obs).items():
+            trial.set_constraint(key, value)
+        self.study.tell(trial, self._value(obs))
 
     def _constraints(self, obs: Observation) -> dict[str, float]:
-        return {m: min(obs.misses.get(m, 0.0), MISSING) for m in self.goal.slo}
+        """Each SLO metric's relative miss, and ``failed`` (1 for a point that failed or that
+        the recommender leaves out): a failed point is an infeasible trial, so the sampler
+        learns to avoid it instead of proposing it again."""
+        failed = obs.estimate is None
+        misses = {m: 0.0 if failed else min(obs.misses.get(m, 0.0), MISSING) for m in self.goal.slo}
+        return {"failed": 1.0 if failed else 0.0, **misses}
+
+    @staticmethod
+    def _value(obs: Observation) -> float:
+        # An infeasible trial ranks below every feasible one whatever its value (Optuna's
+        # constrained TPE), so a failed point's placeholder value never decides anything.
+        return obs.estimate if obs.estimate is not None else 0.0
 
     def _completed(self, cut: FrozenTrial, obs: Observation) -> FrozenTrial:
         """The trial a kill cut short, as measured: its point was written before the kill."""
         return optuna.trial.create_trial(
             params=cut.params,
             distributions=cut.distributions,
-            value=obs.estimate,
+            value=self._value(obs),
             user_attrs=cut.user_attrs,
             system_attrs={f"constraints:{m}": v for m, v in self._constraints(obs).items()},
         )

@@ -167,7 +167,29 @@ def test_bayesian_constraints_keep_the_pick_inside_the_slo() -> None:
     trials = search.study.get_trials()
     assert any(t.constraints.get("latency_p99_ms", 0) > 0 for t in trials)  # it met the SLO
     picked = [t for t in trials if t.user_attrs.get("key") == best.key]
-    assert picked and all(t.constraints == {"latency_p99_ms": 0.0} for t in picked)
+    assert picked and all(t.constraints == {"failed": 0, "latency_p99_ms": 0} for t in picked)
+
+
+def test_bayesian_learns_to_avoid_points_that_fail_and_excluded_ones() -> None:
+    """Large batches fail (the server never starts, say) and one corner is excluded: each is
+    an infeasible trial, so the search spends its budget instead of asking for them again."""
+
+    def measure(point: Point) -> tuple[Summary | None, list[Summary]]:
+        if (point.batching.max_batch_size or 0) >= 64:  # type: ignore[union-attr]
+            return None, []
+        return noisy(peak, 5)(point)
+
+    def excluded(point: Point) -> bool:
+        b = point.batching
+        return b is not None and b.max_batch_size == 1 and (b.batch_timeout_micros or 0) >= 10000
+
+    space = Space([p for p in points() if not excluded(p)])
+    assert len(space) == len(points()) - 6 * len(THREADS)
+    search = BayesianSearch(space, GOAL, budget=40, patience=40, seed=5)
+    drive(search, measure)
+    assert search.stopped == "budget" and search.measured == 40
+    best = search.best()
+    assert best is not None and best.feasible
 
 
 def test_bayesian_resumes_its_study_after_a_kill(tmp_path) -> None:
