@@ -33,7 +33,7 @@ from benchmarks.common import ROOT, finish, result
 from harness.metrics import slo_misses
 from harness.plan.bayesian import BayesianSearch
 from harness.plan.points import Point
-from harness.plan.search import Goal, QuickSearch, Summary, _Walk, budget_points, drive
+from harness.plan.search import Goal, QuickSearch, SearchWalk, Summary, budget_points, drive
 from harness.plan.space import Space
 from harness.store.results import ResultStore
 
@@ -125,7 +125,7 @@ class Replay:
         return figures(drawn), drawn
 
 
-def make_strategy(name: str, space: Space, goal: Goal, seed: int) -> _Walk | None:
+def make_strategy(name: str, space: Space, goal: Goal, seed: int) -> SearchWalk | None:
     budget = budget_points(len(space), None, FRACTION)
     if name == "quick":
         return QuickSearch(space, goal, len(space))  # no budget: it stops on its own

@@ -16,7 +16,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from harness.plan.points import Point
-from harness.plan.search import Goal, Observation, Summary, _Spent, _Walk
+from harness.plan.search import BudgetSpent, Goal, Observation, SearchWalk, Summary
 from harness.plan.space import Coordinate, Space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -39,7 +39,7 @@ def startup_trials(budget: int) -> int:
     return max(3, min(10, budget // 3))
 
 
-class BayesianSearch(_Walk):
+class BayesianSearch(SearchWalk):
     """TPE, seeded, the SLO as Optuna constraints (each SLO metric's relative miss, 0 when
     met: Optuna counts a trial feasible when every constraint is <= 0); stops at the budget or
     after ``patience`` measured trials without a new best. ``storage`` None: in memory."""
@@ -82,7 +82,7 @@ class BayesianSearch(_Walk):
         try:
             self._resume()
             yield from self._trials()
-        except _Spent:
+        except BudgetSpent:
             self.stopped = "budget"
 
     def _resume(self) -> None:

@@ -144,11 +144,11 @@ def budget_points(space_size: int, max_points: int | None, fraction: float | Non
     return max(1, min(limits))
 
 
-class _Spent(Exception):
+class BudgetSpent(Exception):
     """The budget is used up: the search ends where it stands."""
 
 
-class _Walk:
+class SearchWalk:
     """What both searches share: visits, the budget, the pending point, the record."""
 
     strategy = ""
@@ -192,12 +192,12 @@ class _Walk:
                 yield from self._measure(point)
 
     def _visit(self, coordinate: Coordinate) -> Iterator[Point]:
-        """Measure the point at ``coordinate`` unless known; ``_Spent`` past the budget."""
+        """Measure the point at ``coordinate`` unless known; ``BudgetSpent`` past the budget."""
         point = self.space.point(coordinate)
         assert point is not None
         if point.key not in self._visited:
             if len(self._visited) >= self.budget:
-                raise _Spent
+                raise BudgetSpent
             self._visited.add(point.key)
             if point.key not in self._known:
                 yield from self._measure(point)
@@ -253,7 +253,7 @@ class _Walk:
         return {SEARCH_FILE: document}
 
 
-class QuickSearch(_Walk):
+class QuickSearch(SearchWalk):
     """Noise-aware coordinate hill-climbing (see the module docstring)."""
 
     strategy = "quick"
@@ -284,7 +284,7 @@ class QuickSearch(_Walk):
             while (yield from self._pass()):
                 pass
             self.stopped = "no significant improvement"
-        except _Spent:
+        except BudgetSpent:
             self.stopped = "budget"
 
     def _pass(self) -> Generator[Point, None, bool]:
@@ -379,7 +379,7 @@ def search_strategy(
     points: Sequence[Point],
     known: Mapping[str, tuple[Summary | None, Sequence[Summary]]],
     study_file: Path,
-) -> _Walk:
+) -> SearchWalk:
     """The spec's search over ``points``; ``known`` are the points already measured (resume);
     a bayesian study is kept in ``study_file``."""
     space = Space(points)
@@ -402,7 +402,7 @@ def search_strategy(
 Measure = Callable[[Point], tuple[Summary | None, Sequence[Summary]]]
 
 
-def drive(strategy: _Walk, measure: Measure) -> int:
+def drive(strategy: SearchWalk, measure: Measure) -> int:
     """Run ``strategy`` against ``measure`` (a point's figures and window figures) as the
     sweep loop would, without servers: for tests and the offline benchmark. Points measured."""
     count = 0
