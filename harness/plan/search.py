@@ -269,6 +269,7 @@ class QuickSearch(SearchWalk):
         super().__init__(space, goal, budget, known)
         self.home = start if start is not None else space.centre()
         self.moves: list[dict[str, Any]] = []
+        self._left: set[Coordinate] = set()
         # A pass compares the home with up to two neighbours per axis: Bonferroni over them
         # keeps the chance of any move on noise alone at 5% per pass, not 5% per neighbour.
         self.confidence = 1 - (1 - CONFIDENCE) / max(1, 2 * len(space.axes))
@@ -311,7 +312,9 @@ class QuickSearch(SearchWalk):
                 continue
             yield from self._visit(coordinate)
             new, home = self.observation(coordinate), self.observation(self.home)
-            if better(new, home, self.goal, self.confidence):
+            # A home once left is never taken again: no cycles between two infeasible points
+            # each closer to the SLO on the other's worst figure.
+            if coordinate not in self._left and better(new, home, self.goal, self.confidence):
                 self._accept(coordinate)
                 moved, step = True, step * 2
             elif step > 1:
@@ -320,6 +323,7 @@ class QuickSearch(SearchWalk):
                 return moved
 
     def _accept(self, coordinate: Coordinate) -> None:
+        self._left.add(self.home)
         self.moves.append(
             {
                 "from": self.observation(self.home).key,
