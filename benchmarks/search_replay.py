@@ -129,8 +129,6 @@ def make_strategy(name: str, space: Space, goal: Goal, seed: int) -> SearchWalk 
     budget = budget_points(len(space), None, FRACTION)
     if name == "quick":
         return QuickSearch(space, goal, len(space))  # no budget: it stops on its own
-    if name == "quick, budget 10%":
-        return QuickSearch(space, goal, budget)
     if name == "bayesian, budget 10%":
         return BayesianSearch(space, goal, budget, patience=budget, seed=seed)
     return None  # the grid
@@ -167,7 +165,7 @@ def _grid_pick(
     return max(feasible, key=lambda key: feasible[key]) if feasible else None
 
 
-STRATEGIES = ("quick", "quick, budget 10%", "bayesian, budget 10%", "grid")
+STRATEGIES = ("quick", "bayesian, budget 10%", "grid")
 
 
 def main(argv: list[str] | None = None) -> int:

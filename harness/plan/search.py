@@ -135,12 +135,13 @@ def best_of(observations: Sequence[Observation], goal: Goal) -> Observation | No
 
 def budget_points(space_size: int, max_points: int | None, fraction: float | None) -> int:
     """The most points a search may measure: the smaller of ``max_points`` and ``fraction`` of
-    the space (rounded up), the whole space when neither is given; at least 1."""
+    the space (rounded down: a tenth is never more than a tenth), the whole space when neither
+    is given; at least 1."""
     limits = [space_size]
     if max_points is not None:
         limits.append(max_points)
     if fraction is not None:
-        limits.append(math.ceil(fraction * space_size))
+        limits.append(math.floor(fraction * space_size + 1e-9))
     return max(1, min(limits))
 
 
