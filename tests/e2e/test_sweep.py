@@ -271,10 +271,10 @@ def test_bursty_preset_in_small_sends_its_mix_and_keeps_kinds_timelines_and_padd
     assert 'id="timelines"' in html and "Padded rows" in html
 
 
-def test_search_preset_in_small_climbs_reports_its_path_and_confirms_its_best(tmp_path):
+def test_search_preset_in_small_climbs_reports_its_path_and_confirms_its_pick(tmp_path):
     """The shipped ``search`` preset cut down to a 4 x 2 space (a range and a list, one value
     excluded) and a budget of 3 points: the quick search measures at most 3 configurations of
-    the space, records its path, the report shows it, and its best is confirmed in 2 rounds."""
+    the space, records its path, the report shows it, and the pick is confirmed in 2 rounds."""
     spec = yaml.safe_load((REPO / "harness/plan/presets/search.yaml").read_text())
     spec["server"]["batching"].update(
         max_batch_size={"min": 2, "max": 16, "scale": "pow2"},
@@ -302,6 +302,8 @@ def test_search_preset_in_small_climbs_reports_its_path_and_confirms_its_best(tm
     assert measured[0].startswith("mbs4-bt0-") or measured[0].startswith("mbs8-bt0-")
     assert search["best"] in measured
     confirmed = {r.point.group_key for r in ResultStore.open(run / "confirm").load_points()}
-    assert confirmed == {without_repeat(search["best"])}  # 2 rounds of the best
+    # 2 rounds of the recommender's pick among what the search measured (the best, or one
+    # tied with it and cheaper by the tie-break)
+    assert len(confirmed) == 1 and confirmed <= {without_repeat(key) for key in measured}
     html = (run / "report.html").read_text()
     assert "Search path: quick" in html and "of the space's 7 configurations" in html
