@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-decisions clean
+.PHONY: demo test lint bench bench-decisions bench-grid clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ bench: $(STAMP)
 # a loaded 2-core machine (20 interleaved A/B jobs, 4 ci sweeps, 3 demo sweeps); resumable.
 bench-decisions: $(STAMP)
 	$(BIN)/python -m benchmarks.decisions
+
+# Re-measure the grid the search benchmark replays (benchmarks/data/search_grid.json): 160
+# short points, about an hour on a loaded 2-core machine; resumable.
+bench-grid: $(STAMP)
+	$(BIN)/python -m benchmarks.search_replay --measure
 
 clean:
 	rm -rf $(VENV) build *.egg-info

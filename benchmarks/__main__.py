@@ -25,6 +25,7 @@ BENCHMARKS = (
     "generator_capacity",
     "worker_scaling",
     "truth_synthetic",
+    "search_replay",
     "traffic_shapes",
     "stall",
     "wrk_check",

@@ -476,7 +476,7 @@ def _add_demo(commands) -> None:
 def _add_sweep(commands) -> None:
     sweep = commands.add_parser("sweep", help="run a sweep spec; results go to reports/RUN-ID")
     sweep.add_argument("spec", nargs="?", help="the sweep spec (YAML)")
-    sweep.add_argument("--preset", help="a shipped spec instead: default, ci or bursty")
+    sweep.add_argument("--preset", help="a shipped spec instead: default, ci, bursty or search")
     sweep.add_argument("--out", help="the run folder (default: reports/<run-id>)")
     sweep.add_argument(
         "--resume", metavar="RUN", help="continue the run in this folder, skipping done points"

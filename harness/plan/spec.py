@@ -38,6 +38,7 @@ from harness.models import zoo as model_zoo
 from harness.plan.batching_fields import AXIS_FIELDS, MAX_BATCH_SIZE, BatchingField
 from harness.plan.hooks import PLACEHOLDERS, unknown_placeholders
 from harness.plan.placement import parse_cpus
+from harness.plan.space import expand_range
 from harness.plan.traffic import (
     ONE_ROW,
     POISSON,
@@ -64,6 +65,18 @@ Rate = Annotated[float, Field(ge=0.001)]
 def _as_list(value: Any) -> Any:
     """A scalar where an axis (a list) is expected means a one-value axis."""
     return value if isinstance(value, list) else [value]
+
+
+def _range_or_list(minimum: int) -> BeforeValidator:
+    """An integer axis: a list, a scalar, or a range (``{min, max, step | scale}``,
+    harness.plan.space) expanded to its list of values."""
+
+    def expand(value: Any) -> Any:
+        if isinstance(value, dict):
+            return expand_range(value, minimum)
+        return _as_list(value)
+
+    return BeforeValidator(expand)
 
 
 def _distinct(values: list) -> list:
@@ -97,13 +110,16 @@ def _metric_id(value: str) -> str:
 _AXIS_RULES = (BeforeValidator(_as_list), AfterValidator(_distinct), Field(min_length=1))
 
 
-def _axis(item: Any) -> Any:
-    """The axis type of ``item``, for fields made from the batching field table."""
-    return Annotated[list[item], *_AXIS_RULES]
+def _axis(item: Any, minimum: int | None = None) -> Any:
+    """The axis type of ``item``, for fields made from the batching field table; an integer
+    axis (``minimum`` given) also takes a range."""
+    if minimum is None:
+        return Annotated[list[item], *_AXIS_RULES]
+    return Annotated[list[item], _range_or_list(minimum), *_AXIS_RULES[1:]]
 
 
 BoolAxis = Annotated[list[bool], *_AXIS_RULES]
-ReplicaAxis = Annotated[list[PosInt], *_AXIS_RULES]
+ReplicaAxis = Annotated[list[PosInt], _range_or_list(1), *_AXIS_RULES[1:]]
 BatchSizes = Annotated[list[PosInt], AfterValidator(_increasing)]
 Bounds = Annotated[dict[str, float], AfterValidator(_metric_bounds)]
 MetricId = Annotated[str, AfterValidator(_metric_id)]
@@ -240,8 +256,9 @@ def _batching_field(field: BatchingField[Any], role: _Role) -> tuple[Any, Any]:
             "exclude": (items | None, None),
         }[role]
     scalar = _scalar(field)
+    minimum = field.minimum if field.kind is int else None
     # `null` in an axis means "leave it at the server's default" (not written to the file).
-    return (_axis(scalar | None), [None]) if role == "axis" else (scalar | None, None)
+    return (_axis(scalar | None, minimum), [None]) if role == "axis" else (scalar | None, None)
 
 
 def _with_batching(base: type[_Strict], role: _Role) -> type[_Strict]:
@@ -349,9 +366,7 @@ class LoadSpec(_Strict):
     """Exactly one of: closed-loop users, open-loop rates (req/s), a max-rate search, or a
     trace (a JSON-lines file, scenarios.trace) replayed at each of ``speed``."""
 
-    concurrency: (
-        Annotated[list[PosInt], BeforeValidator(_as_list), AfterValidator(_distinct)] | None
-    ) = None
+    concurrency: Annotated[list[PosInt], _range_or_list(1), AfterValidator(_distinct)] | None = None
     rate: Annotated[list[Rate], BeforeValidator(_as_list), AfterValidator(_distinct)] | None = None
     find_max_rate: MaxRateSpec | None = None
     trace: str | None = None  # the trace file (relative to the working directory)
@@ -463,6 +478,18 @@ class ConfirmSpec(_Strict):
     rounds: Annotated[int, Field(ge=2)] = 3
 
 
+class SearchSpec(_Strict):
+    """How to walk the space (harness.plan.search): every point (``grid``), coordinate
+    hill-climbing that moves only on a lead beyond the noise (``quick``), or Optuna's TPE
+    (``bayesian``). A budget (``max_points`` and/or ``fraction`` of the space, the smaller
+    wins) caps a search; ``bayesian`` also stops after ``patience`` trials without a new best."""
+
+    strategy: Literal["grid", "quick", "bayesian"] = "grid"
+    max_points: PosInt | None = None
+    fraction: Fraction | None = None
+    patience: PosInt = 10
+
+
 class SweepSpec(_Strict):
     """A whole sweep: target, model, server axes, matrix rules, load, measurement, repeats."""
 
@@ -483,6 +510,7 @@ class SweepSpec(_Strict):
     max_duration_s: PosFloat | None = None  # pre-flight refuses a sweep estimated far beyond it
     recommend: RecommendSpec = RecommendSpec()
     confirm: ConfirmSpec | None = None  # confirmation rounds after the sweep
+    search: SearchSpec = SearchSpec()
     seed: int = 0
 
     _as_given: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -723,6 +751,7 @@ def cross_checks(spec: SweepSpec) -> list[Problem]:
         _check_measurement,
         _check_matrix,
         _check_objective,
+        _check_search,
     )
     return [problem for check in checks for problem in check(spec)]
 
@@ -924,6 +953,28 @@ def _check_objective(spec: SweepSpec) -> Iterator[Problem]:
         yield "recommend.objective", "give exactly one of maximize, minimize or weights"
 
 
+def _check_search(spec: SweepSpec) -> Iterator[Problem]:
+    search = spec.search
+    if search.strategy == "grid":
+        if search.max_points is not None or search.fraction is not None:
+            yield "search", "a budget (max_points, fraction) is for strategy quick or bayesian"
+        return
+    if spec.load.find_max_rate is not None:
+        yield "search.strategy", f"{search.strategy} walks fixed points: not for find_max_rate"
+    if spec.repeats != 1:
+        yield (
+            "repeats",
+            f"strategy {search.strategy} measures each point once (got {spec.repeats}); "
+            "use confirm for repeated measurements of the best",
+        )
+    if spec.recommend.objective.weights is not None:
+        yield (
+            "recommend.objective",
+            f"strategy {search.strategy} needs maximize or minimize (weights are relative to "
+            "the best of all points, which a search never sees)",
+        )
+
+
 # Exclude-rule field -> the axis its value must come from.
 def _axes(spec: SweepSpec) -> dict[str, list]:
     batching = spec.server.batching
@@ -983,6 +1034,7 @@ __all__ = [
     "Objective",
     "PlacementSpec",
     "RecommendSpec",
+    "SearchSpec",
     "ServerSpec",
     "SweepSpec",
     "TargetSpec",

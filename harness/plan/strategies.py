@@ -4,12 +4,13 @@ The driver loop is then the same for every strategy::
 
     for point in strategy.points():
         summary = run(point)            # metric ID -> value, or None when the point failed
-        strategy.observe(point, summary)
+        strategy.observe(point, summary, windows)  # and each used window's figures
 
-``GridStrategy`` runs a fixed list. ``MaxRateSearch`` finds, per server configuration, the
-highest open-loop rate that meets an SLO: it doubles the rate until a probe fails, then bisects
-between the last pass and the first fail until they are within ``precision`` (MLPerf LoadGen's
-peak-performance search). Both are pure: no clocks, no I/O.
+``GridStrategy`` runs a fixed list (the searches of harness.plan.search walk part of a space).
+``MaxRateSearch`` finds, per server configuration, the highest open-loop rate that meets an SLO:
+it doubles the rate until a probe fails, then bisects between the last pass and the first fail
+until they are within ``precision`` (MLPerf LoadGen's peak-performance search). Both are pure:
+no clocks, no I/O.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ class Strategy(Protocol):
 
     def points(self) -> Iterator[Point]: ...
 
-    def observe(self, point: Point, summary: Summary | None) -> None: ...
+    def observe(
+        self, point: Point, summary: Summary | None, windows: Sequence[Summary] = ()
+    ) -> None: ...
 
     def records(self) -> Mapping[str, Mapping[str, object]]:
         """What the strategy has learned so far, to keep in the run folder: file name → JSON
@@ -50,7 +53,9 @@ class GridStrategy:
     def points(self) -> Iterator[Point]:
         return (point for point in self._points if point.key not in self._skip)
 
-    def observe(self, point: Point, summary: Summary | None) -> None:
+    def observe(
+        self, point: Point, summary: Summary | None, windows: Sequence[Summary] = ()
+    ) -> None:
         self.observed[point.key] = summary
 
     def records(self) -> Mapping[str, Mapping[str, object]]:
@@ -128,7 +133,9 @@ class MaxRateSearch:
             self.results.append(result)
             yield from self._walk(result)
 
-    def observe(self, point: Point, summary: Summary | None) -> None:
+    def observe(
+        self, point: Point, summary: Summary | None, windows: Sequence[Summary] = ()
+    ) -> None:
         if self._pending is None or point.key != self._pending.key:
             raise ValueError(f"observe({point.key}) does not answer the pending probe")
         self._known[point.key] = summary

@@ -33,7 +33,8 @@ from harness.metrics import INTERVAL_METRICS, METRICS, interval_ids, metric, slo
 from harness.plan.batching_fields import BATCH_TIMEOUT_MICROS, FIELDS, MAX_BATCH_SIZE
 from harness.plan.points import Point, ServerConfig, without_repeat
 from harness.report.recommendation import ShownRecommendation, resolve
-from harness.store.results import PointResult, json_safe
+from harness.store.layout import SEARCH_FILE
+from harness.store.results import PointResult, json_safe, read_json
 from harness.store.run_folder import RunFolder, load_run
 
 REPORT_SCHEMA_VERSION = 1
@@ -77,6 +78,7 @@ def report_data(
         "versions": versions_section(run),
         "points": [_point_row(context, result) for result in run.results],
         "max_rate": _max_rate_rows(context),
+        "search": _search(run),
         "comparison": _comparison(comparison),
         "decision": _decision(recommendation, run),
         "environment": _environment(run),
@@ -85,6 +87,44 @@ def report_data(
         "spec_yaml": yaml.safe_dump(run.record.spec, sort_keys=False),
     }
     return json_safe(data)
+
+
+# --- a search's path ------------------------------------------------------------------------------
+
+
+def _search(run: RunFolder) -> dict[str, Any] | None:
+    """A search strategy's path (search.json): what it measured in order, the best so far,
+    the accepted moves, how much of the space it measured and why it stopped."""
+    path = run.root / SEARCH_FILE if run.root else None
+    if path is None or not path.exists():
+        return None
+    found = read_json(path)
+    keep = (
+        "strategy",
+        "metric",
+        "space_size",
+        "budget",
+        "measured",
+        "share_measured",
+        "stopped",
+        "best",
+        "home",
+        "axes",
+    )
+    trials = [
+        {
+            "trial": t["trial"],
+            "key": t["key"],
+            "config": ", ".join(f"{k} {v}" for k, v in t["config"].items()),
+            "objective": t.get("objective"),
+            "feasible": t.get("feasible"),
+            "best_so_far": t.get("best_so_far"),
+            "accepted": bool(t.get("accepted")),
+            "start": bool(t.get("home")),
+        }
+        for t in found.get("trials", [])
+    ]
+    return {**{k: found.get(k) for k in keep}, "trials": trials}
 
 
 # --- ties, margins and the confirmation ---------------------------------------------------------

@@ -555,6 +555,57 @@ def rollout_chart(run: Mapping[str, Any], index: int) -> str | None:
     return _draw(f"rollout-{index}", 8.0, 4.4, draw)
 
 
+# --- a search's path -----------------------------------------------------------------------------
+
+
+def search_chart(search: Mapping[str, Any] | None) -> str | None:
+    """The objective of each trial in order (hollow: missed the SLO), the best-so-far line,
+    and the accepted moves of a quick search ringed."""
+    trials = (search or {}).get("trials") or []
+    measured = [t for t in trials if t["objective"] is not None]
+    if not search or not measured:
+        return None
+
+    def draw(fig: Figure) -> None:
+        ax = fig.add_subplot()
+        met = [t for t in measured if t["feasible"]]
+        missed = [t for t in measured if not t["feasible"]]
+        ax.scatter(
+            [t["trial"] for t in met],
+            [t["objective"] for t in met],
+            color=COLORS["ok"],
+            label="met the SLO",
+            zorder=3,
+        )
+        ax.scatter(
+            [t["trial"] for t in missed],
+            [t["objective"] for t in missed],
+            facecolors="none",
+            edgecolors=COLORS["miss"],
+            label="missed the SLO",
+            zorder=3,
+        )
+        moves = [t for t in measured if t["accepted"]]
+        if moves:
+            ax.scatter(
+                [t["trial"] for t in moves],
+                [t["objective"] for t in moves],
+                s=160,
+                facecolors="none",
+                edgecolors=COLORS["pareto"],
+                label="move accepted",
+            )
+        best = [(t["trial"], t["best_so_far"]) for t in trials if t["best_so_far"] is not None]
+        if best:
+            xs, ys = zip(*best, strict=True)
+            ax.step(xs, ys, where="post", color=COLORS["chosen"], label="best so far")
+        ax.set_xlabel("trial (points in the order measured)")
+        ax.set_ylabel(metric(search["metric"]).label())
+        ax.legend(loc="best", fontsize=8, framealpha=0.9)
+
+    return _draw("search", 7.5, 3.8, draw)
+
+
 # --- all of them --------------------------------------------------------------------------------
 
 
@@ -568,4 +619,5 @@ def all_charts(data: Mapping[str, Any]) -> dict[str, Any]:
         "time_split": time_split_chart(data["batching"]["rows"]),
         "padding": padding_chart(data["batching"]["rows"]),
         "timelines": [timeline_chart(s, i) for i, s in enumerate(data.get("timelines", []))],
+        "search": search_chart(data.get("search")),
     }

@@ -4,8 +4,10 @@
 from the points), ``max_rate.json`` (a ``find_max_rate`` sweep's searches),
 ``recommendation.json`` and ``batching_parameters.txt`` (``batchbench recommend``),
 ``compare.json`` (``batchbench compare`` / ``ci``) and ``report.html`` / ``report.json`` /
-``report.png`` (``batchbench report``), and ``confirm/`` (a confirmation run: a run folder of its
-own, the round as the repeat). A multi-model sweep's recommendation adds
+``report.png`` (``batchbench report``), ``confirm/`` (a confirmation run: a run folder of its
+own, the round as the repeat), and for a search strategy ``search.json`` (its path: every trial,
+the best so far, why it stopped) and ``search-study.log`` (a bayesian search's Optuna journal,
+which ``--resume`` continues). A multi-model sweep's recommendation adds
 ``per_model/<model>/batching_params.pbtxt`` (TF Serving's per-model batching file, for the
 model's version folder); its servers' folders hold the model config file.
 """
@@ -28,3 +30,5 @@ PER_MODEL_DIR = "per_model"
 # folder, read with --enable_per_model_batching_parameters) and the --model_config_file we write.
 PER_MODEL_BATCHING_FILE = "batching_params.pbtxt"
 MODEL_CONFIG_FILE = "models.config"
+SEARCH_FILE = "search.json"
+STUDY_FILE = "search-study.log"

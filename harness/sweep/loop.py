@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.decide.ranking import exclusion_reason
+from harness.decide.stats import finite_number
 from harness.errors import UserError
 from harness.models.zoo import ensure_model
 from harness.plan import preflight
 from harness.plan.placement import Placement
 from harness.plan.points import Point, ServerConfig, expand_matrix
+from harness.plan.search import describe_search, search_strategy, spec_budget
+from harness.plan.space import Space
 from harness.plan.spec import ModelSpec, SweepSpec
 from harness.plan.strategies import GridStrategy, MaxRateSearch, Strategy
 from harness.report import write_report
@@ -34,6 +38,7 @@ from harness.servers.targets import (
     start_target,
 )
 from harness.store.environment import collect_environment
+from harness.store.layout import STUDY_FILE
 from harness.store.results import PointResult, ResultStore, new_run_id, timestamp
 from harness.sweep.measure import measure_point
 from harness.sweep.progress import SweepProgress, make_progress
@@ -148,24 +153,31 @@ def run_sweep(
     trace = preflight.check_trace(spec, points)  # a bad trace stops here, before any folder
     placements = planned_placements(spec, points)
     store = _open_store(spec, points, out, resume, placements)
+    search = describe_search(spec, points)
+    if search is not None:
+        print(f"pre-flight: {search}", flush=True)
     estimate = preflight.estimate_duration(
-        spec, points, trace_s=trace.duration_s if trace else None
+        spec,
+        points[: planned_count(spec, points)],
+        trace_s=trace.duration_s if trace else None,
     )
     findings = preflight.check(spec, points, estimate, placements, _load_average())
     for finding in findings:
         print(f"pre-flight {finding.level}: {finding.message}", flush=True)
     preflight.raise_refusals(findings)
     models_dir = store.root.parent / "models"
-    sweep = Sweep(spec, store, make_progress(len(points), live=live))
+    sweep = Sweep(spec, store, make_progress(planned_count(spec, points), live=live))
     bases = hosted_bases(spec, models_dir) if spec.multi_model else None
     sweep.model_base = bases or model_base(spec, models_dir)
     if spec.target.starts_servers:
         sweep.command = server_command(spec)
-    print(f"run folder: {store.root}\n{len(points)} points, {estimate.describe()}", flush=True)
+    print(f"run folder: {store.root}\n{estimate.runs} points, {estimate.describe()}", flush=True)
     interrupted = False
     try:
         with Interrupt(sweep.progress) as interrupt:
-            _loop(sweep, _strategy(spec, points, store), interrupt)
+            total = planned_count(spec, points) - len(store.completed_keys())
+            counted_only = spec.search.strategy != "grid"
+            _loop(sweep, _strategy(spec, points, store), interrupt, total, counted_only)
             interrupted = interrupt.requested
     except KeyboardInterrupt:
         interrupted = True
@@ -189,8 +201,12 @@ def confirm(run_dir: Path, top: int, rounds: int, *, live: bool | None = None) -
     run_confirmation(run_dir, top, rounds, live=live)
 
 
-def _loop(sweep: Sweep, strategy: Strategy, interrupt: Interrupt) -> None:
-    total = len(sweep.store.planned_points()) - len(sweep.store.completed_keys())
+def _loop(
+    sweep: Sweep, strategy: Strategy, interrupt: Interrupt, total: int, counted_only: bool
+) -> None:
+    """Measure what ``strategy`` asks for; ``counted_only``: it learns only from points the
+    recommender counts (a search must not climb towards an unstable or invalid point)."""
+    observed = _counted if counted_only else _summary
     for number, point in enumerate(strategy.points(), start=1):
         if interrupt.requested:
             break
@@ -199,7 +215,7 @@ def _loop(sweep: Sweep, strategy: Strategy, interrupt: Interrupt) -> None:
         sweep.store.write_point(result)
         sweep.store.write_csv()
         sweep.progress.point_done(result)
-        strategy.observe(point, _summary(result))
+        strategy.observe(point, observed(result), used_windows(result))
         _write_records(sweep.store, strategy)
     _write_records(sweep.store, strategy)  # e.g. a search's outcome is set after its last probe
 
@@ -211,12 +227,40 @@ def _summary(result: PointResult) -> dict[str, float] | None:
     return {k: v for k, v in result.metrics.items() if v is not None}
 
 
+def _counted(result: PointResult) -> dict[str, float] | None:
+    """The figures of a point the recommender counts; None for one it leaves out."""
+    return None if exclusion_reason(result) is not None else _summary(result)
+
+
+def planned_count(spec: SweepSpec, points: list[Point]) -> int:
+    """How many points the sweep will measure at most: all, or a search's budget (and the
+    baseline points outside its space)."""
+    if spec.search.strategy == "grid":
+        return len(points)
+    space = Space(points)
+    return spec_budget(spec, space) + len(space.extras)
+
+
+def used_windows(result: PointResult) -> list[dict[str, float]]:
+    """The figures of each window the point's verdict used (a search weighs its noise)."""
+    return [
+        {k: v for k, v in window.get("metrics", {}).items() if finite_number(v)}
+        for window in result.windows
+        if window.get("used")
+    ]
+
+
 def _strategy(spec: SweepSpec, points: list[Point], store: ResultStore) -> Strategy:
     done = store.completed_keys()
+    if spec.search.strategy != "grid":
+        results = [store.load_point(key) for key in done]
+        known = {r.key: (_counted(r), used_windows(r)) for r in results}
+        return search_strategy(spec, points, known, store.root / STUDY_FILE)
     if spec.load.find_max_rate is None:
         return GridStrategy(points, skip=done)
-    known = {key: _summary(store.load_point(key)) for key in done}
-    return MaxRateSearch(points, spec.load.find_max_rate, known)
+    return MaxRateSearch(
+        points, spec.load.find_max_rate, {k: _summary(store.load_point(k)) for k in done}
+    )
 
 
 def _write_records(store: ResultStore, strategy: Strategy) -> None:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from harness.models.zoo import ensure_model
+from harness.plan.points import without_repeat
 from harness.store.results import ResultStore
 from tests.helpers import wait_for
 
@@ -421,3 +422,41 @@ def test_a_multi_model_sweep_serves_each_model_by_its_own_batching(tmp_path, mod
         assert "--enable_per_model_batching_parameters=true" in rec["commands"]["reference_server"]
     html = (run / "report.html").read_text()
     assert 'id="models"' in html
+
+
+def test_search_preset_in_small_climbs_reports_its_path_and_confirms_its_pick(tmp_path):
+    """The shipped ``search`` preset cut down to a 4 x 2 space (a range and a list, one value
+    excluded) and a budget of 3 points: the quick search measures at most 3 configurations of
+    the space, records its path, the report shows it, and the pick is confirmed in 2 rounds."""
+    spec = yaml.safe_load((REPO / "harness/plan/presets/search.yaml").read_text())
+    spec["server"]["batching"].update(
+        max_batch_size={"min": 2, "max": 16, "scale": "pow2"},
+        batch_timeout_micros=[0, 2000],
+        num_batch_threads=[2],
+    )
+    spec["matrix"] = {"exclude": [{"max_batch_size": 16, "batch_timeout_micros": 2000}]}
+    spec["search"] = {"strategy": "quick", "max_points": 3}
+    # Any answered point qualifies, however loaded the machine: the test is about the walk.
+    spec["recommend"]["slo"] = {"error_rate": 0.5}
+    spec["confirm"] = {"top": 1, "rounds": 2}
+    spec["measurement"] = {**WINDOWS, "stability_tolerance": 1.0, "max_windows": 3}
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run = tmp_path / "run"
+    completed = run_sweep(path, run)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "search quick: a space of 7 configurations" in completed.stdout
+    assert "budget 3 points (43% of the space)" in completed.stdout
+    search = json.loads((run / "search.json").read_text())
+    measured = [t["key"] for t in search["trials"]]
+    assert search["strategy"] == "quick" and search["space_size"] == 7
+    assert 1 <= len(measured) <= 3 and search["measured"] == len(measured)
+    assert set(points_by_key(run)) == set(measured)  # nothing outside the search's path
+    assert measured[0].startswith("mbs4-bt0-") or measured[0].startswith("mbs8-bt0-")
+    assert search["best"] in measured
+    confirmed = {r.point.group_key for r in ResultStore.open(run / "confirm").load_points()}
+    # 2 rounds of the recommender's pick among what the search measured (the best, or one
+    # tied with it and cheaper by the tie-break)
+    assert len(confirmed) == 1 and confirmed <= {without_repeat(key) for key in measured}
+    html = (run / "report.html").read_text()
+    assert "Search path: quick" in html and "of the space's 7 configurations" in html

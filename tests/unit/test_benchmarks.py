@@ -162,3 +162,33 @@ def test_consistency_counts_runs_whose_pick_every_other_run_ties():
     picks = [("a", ["a", "b"]), ("b", ["b", "a"]), ("a", ["a"])]
     assert consistent(picks) == 2  # run 2 picked b, which run 3 does not tie with a
     assert consistent([("a", ["a"]), (None, [])]) == 0
+
+
+def test_search_replay_draws_only_stored_windows_and_scores_the_pick(tmp_path):
+    import json
+
+    from benchmarks.search_replay import GOALS, Replay, load_grid, replay, truth
+    from harness.plan.batching_file import BatchingParams
+    from harness.plan.points import Point, ServerConfig
+
+    def entry(mbs: int, rps: float, p99: float) -> dict:
+        point = Point(ServerConfig(BatchingParams(max_batch_size=mbs), 1), "concurrency", 8, "grpc")
+        windows = [
+            {"throughput_rps": rps + d, "latency_p99_ms": p99, "error_rate": 0.0}
+            for d in (-1, 0, 1)
+        ]
+        return {"point": point.as_dict(), "status": "ok", "windows": windows}
+
+    path = tmp_path / "grid.json"
+    rows = [entry(1, 100, 10), entry(2, 200, 20), entry(4, 300, 60), entry(8, 150, 90)]
+    path.write_text(json.dumps({"points": rows}))
+    grid = load_grid(path)
+    goal = GOALS["p99 SLO"]
+    assert truth(grid["mbs4-r1-grpc-c8-rep0"][1], goal) is None  # p99 60 > 50
+    assert truth(grid["mbs2-r1-grpc-c8-rep0"][1], goal) == 200
+    summary, drawn = Replay(grid, seed=0)(grid["mbs2-r1-grpc-c8-rep0"][0])
+    assert len(drawn) == 3 and all(w in grid["mbs2-r1-grpc-c8-rep0"][1] for w in drawn)
+    assert summary is not None and 199 <= summary["throughput_rps"] <= 201
+    found = replay("grid", grid, goal, seed=0)
+    assert found["pick"] == "mbs2-r1-grpc-c8-rep0" and found["reached"] == 1.0
+    assert found["measured"] == 1.0
