@@ -16,7 +16,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from harness.plan.points import Point
-from harness.plan.search import BudgetSpent, Goal, Observation, SearchWalk, Summary
+from harness.plan.search import Goal, Observation, SearchWalk, Summary
 from harness.plan.space import Coordinate, Space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -74,16 +74,9 @@ class BayesianSearch(SearchWalk):
             load_if_exists=True,
         )
 
-    def points(self) -> Iterator[Point]:
-        yield from self._extras()
-        if not len(self.space):
-            self.stopped = "empty space"
-            return
-        try:
-            self._resume()
-            yield from self._trials()
-        except BudgetSpent:
-            self.stopped = "budget"
+    def _walk(self) -> Iterator[Point]:
+        self._resume()
+        yield from self._trials()
 
     def _resume(self) -> None:
         """Take up a stored study: its measured trials count; one cut short by a kill is told

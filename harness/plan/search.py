@@ -172,6 +172,18 @@ class SearchWalk:
         self.stopped = "running"
 
     def points(self) -> Iterator[Point]:
+        """The baseline first, then the strategy's walk until it stops or the budget is spent."""
+        yield from self._extras()
+        if not len(self.space):
+            self.stopped = "empty space"
+            return
+        try:
+            yield from self._walk()
+        except BudgetSpent:
+            self.stopped = "budget"
+
+    def _walk(self) -> Iterator[Point]:
+        """The strategy's own walk over the space; sets ``stopped`` when it ends by itself."""
         raise NotImplementedError
 
     def observe(
@@ -275,19 +287,12 @@ class QuickSearch(SearchWalk):
         # keeps the chance of any move on noise alone at 5% per pass, not 5% per neighbour.
         self.confidence = 1 - (1 - CONFIDENCE) / max(1, 2 * len(space.axes))
 
-    def points(self) -> Iterator[Point]:
-        yield from self._extras()
-        if not len(self.space):
-            self.stopped = "empty space"
-            return
-        try:
-            yield from self._visit(self.home)
-            self.trials[-1]["home"] = True
-            while (yield from self._pass()):
-                pass
-            self.stopped = "no significant improvement"
-        except BudgetSpent:
-            self.stopped = "budget"
+    def _walk(self) -> Iterator[Point]:
+        yield from self._visit(self.home)
+        self.trials[-1]["home"] = True
+        while (yield from self._pass()):
+            pass
+        self.stopped = "no significant improvement"
 
     def _pass(self) -> Generator[Point, None, bool]:
         """One pass over the axes; whether any move was accepted. Generator's return value."""
