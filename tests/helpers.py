@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 T = TypeVar("T")
 
@@ -36,3 +38,16 @@ class FakeServable:
 
     def close(self) -> None:
         pass
+
+
+def fuzz_settings(default_examples: int) -> settings:
+    """Hypothesis settings for a property suite: ``default_examples`` per test in `make test`,
+    BATCHBENCH_FUZZ_EXAMPLES for a long profile; derandomized, so `make test` cannot flake."""
+    return settings(
+        max_examples=int(os.environ.get("BATCHBENCH_FUZZ_EXAMPLES", str(default_examples))),
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )

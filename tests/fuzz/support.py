@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -20,23 +19,15 @@ from typing import Any
 
 import grpc
 import numpy as np
-from hypothesis import HealthCheck, settings
 from tensorflow_serving.apis import predict_pb2
 
 from harness.servers.server_process import ServerProcess
 from reference_server.tensor_codec import ndarray_to_tensor_proto, tensor_proto_to_ndarray
+from tests.helpers import fuzz_settings
 
 # Examples per fuzz test: small in `make test`, >= 10,000 per protocol in the long profile.
-EXAMPLES = int(os.environ.get("BATCHBENCH_FUZZ_EXAMPLES", "20"))
-# derandomize: the examples are a function of the test alone, so `make test` cannot flake.
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    print_blob=False,
-)
+FUZZ = fuzz_settings(20)
+EXAMPLES = FUZZ.max_examples
 # RSS a server may gain over one module's fuzzing, whatever the example count: caches and
 # allocator pools fill early; a leak per request would pass this in the long profile.
 RSS_BOUND_BYTES = 96 * 2**20

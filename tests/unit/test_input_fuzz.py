@@ -9,7 +9,6 @@ or ``PayloadError`` (scenarios, turned into a ``UserError`` by the harness). Nev
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.decide.compare import compare_sides, load_side, write_baseline
@@ -31,19 +30,11 @@ from harness.report.data import build_report_data
 from harness.store.run_folder import load_run
 from scenarios.payloads import PayloadError, load_inputs
 from scenarios.signatures import Signature, TensorSpec
+from tests.helpers import fuzz_settings
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "runs"
 # Examples per property: small in `make test`; BATCHBENCH_FUZZ_EXAMPLES=N for a long profile.
-EXAMPLES = int(os.environ.get("BATCHBENCH_FUZZ_EXAMPLES", "25"))
-# derandomize: the examples are a function of the test alone, so `make test` cannot flake.
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    print_blob=False,
-)
+FUZZ = fuzz_settings(25)
 
 json_values = st.recursive(
     st.none()
