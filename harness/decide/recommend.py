@@ -23,6 +23,7 @@ from harness.decide.ranking import (
     Constraint,
     Gain,
     Mode,
+    Ranked,
     Status,
     combine_worst,
     default_slo,
@@ -109,20 +110,11 @@ def recommend(
     spec = data.checked_spec()
     slo = dict(default_slo(spec) if slo is None else slo)
     objective = objective or spec.recommend.objective
-    ranked = rank_run(data.results, data.searches, data.environment, slo, objective, top)
+    ranked, unconfirmed = _ranked(data, slo, objective, top)
     sentence, why = words.sentence(ranked, len(data.results)), words.reasons(ranked, spec)
-    if data.confirmation is not None and data.searches is None:
-        confirmed = rank_run(
-            data.confirmation, None, data.environment, slo, objective, top, confirmed=True
-        )
-        if confirmed.chosen is not None:
-            ranked = confirmed
-            sentence, why = words.sentence(ranked, len(data.results)), words.reasons(ranked, spec)
-        else:
-            # Rounds that all failed or were unstable confirm nothing, and refute nothing either:
-            # the sweep's pick stands, said to be unconfirmed.
-            sentence += " " + words.unconfirmed_text(confirmed.excluded)
-            why.append(words.unconfirmed_text(confirmed.excluded))
+    if unconfirmed:
+        sentence += " " + unconfirmed
+        why.append(unconfirmed)
     results = data.confirmation if ranked.confirmed and data.confirmation else data.results
     # A server the sweep did not start (an external target) is not ours to configure.
     deployed = ranked.chosen if spec.target.kind != "external" else None
@@ -178,6 +170,23 @@ def _per_model(
         }
         for model in spec.hosted_models
     }
+
+
+def _ranked(
+    data: RunFolder, slo: Mapping[str, float], objective: Objective, top: int
+) -> tuple[Ranked, str | None]:
+    """The confirmation's ranking when the run has one that counted a point, else the sweep's;
+    and, when the confirmation counted none, the words saying the pick is unconfirmed (rounds
+    that all failed or were unstable confirm nothing, and refute nothing either)."""
+    swept = rank_run(data.results, data.searches, data.environment, slo, objective, top)
+    if data.confirmation is None or data.searches is not None:
+        return swept, None
+    confirmed = rank_run(
+        data.confirmation, None, data.environment, slo, objective, top, confirmed=True
+    )
+    if confirmed.chosen is not None:
+        return confirmed, None
+    return swept, words.unconfirmed_text(confirmed.excluded)
 
 
 def write_recommendation(rec: Recommendation, run_dir: Path | str) -> dict[str, Path]:
